@@ -1,0 +1,99 @@
+"""Frozen configuration dataclasses, saved as JSON beside every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+ModelKind = Literal["diffusion", "ar"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape and conventions of a transformer checkpoint.
+
+    `kind="diffusion"` predicts the clean token at every position (mask logit forced
+    to -inf) under a block-causal mask; `kind="ar"` is the same network with a causal
+    mask and a next-token head, used as the same-size autoregressive baseline.
+    """
+
+    vocab_size: int = 8192
+    d_model: int = 256
+    n_layers: int = 6
+    n_heads: int = 4
+    n_kv_heads: int = 4
+    d_ff: int = 704
+    rope_theta: float = 10000.0
+    rope_scaling_factor: float = 1.0  # linear position interpolation; 1.0 = off
+    norm_eps: float = 1e-6
+    qkv_bias: bool = False
+    tie_embeddings: bool = True
+    kind: ModelKind = "diffusion"
+    # Special token ids the network itself must know about (the rest live in the tokenizer).
+    mask_token_id: int = 1
+    pad_token_id: int = 0
+    # Dream-style checkpoints predict token i+1 at position i even in diffusion mode.
+    shifted_logits: bool = False
+    # Family tag of the weights (own, qwen2/dream, llama/llada); loaders read it.
+    family: str = "own"
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
+        if self.kind not in ("diffusion", "ar"):
+            raise ValueError(f"kind must be 'diffusion' or 'ar', got {self.kind!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Decoding policy of the block sampler (Fast-dLLM style confidence threshold)."""
+
+    block_size: int = 32
+    threshold: float = 0.9  # commit every masked position whose confidence passes this
+    max_tokens: int = 64
+    max_steps_per_block: int = 0  # 0 = block_size (one token per step in the worst case)
+    repair_steps: int = 6
+    repair_threshold: float = 0.5
+    repair_slack: float = 0.25  # extra canvas room for insertions, as a share of the block
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1 or self.block_size > 512:
+            raise ValueError(f"block_size must be in 1..512, got {self.block_size}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if not 0.0 <= self.repair_threshold <= 1.0:
+            raise ValueError(f"repair_threshold must be in [0, 1], got {self.repair_threshold}")
+        if self.repair_steps < 1:
+            raise ValueError(f"repair_steps must be >= 1, got {self.repair_steps}")
+
+    def replace(self, **changes: Any) -> SamplerConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,291 @@
+"""Training data: source files from directories, split by file, turned into examples.
+
+Examples are built at the character level (prefix / middle / suffix cut from the text
+and tokenized separately), exactly as the server tokenizes a document around the cursor.
+Every batch is a pure function of (seed, step, rank), which makes resume exact and
+lets each torch.distributed rank draw its own examples without coordination.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from diffusion_core.corruption import edit_corrupt, format_infill, mask_corrupt
+from diffusion_core.masks import causal_mask, two_stream_mask
+from diffusion_core.schedule import loss_weight
+from diffusion_core.tokenizer import CodeTokenizer
+
+MAX_FILE_BYTES = 1_000_000
+
+
+def _forbidden(path: Path, forbidden: list[Path]) -> bool:
+    rp = path.resolve()
+    return any(rp == f or f in rp.parents for f in forbidden)
+
+
+def list_source_files(
+    dirs: Iterable[str | Path], suffixes: tuple[str, ...] = (".py",), forbidden: Iterable[str | Path] = ()
+) -> list[Path]:
+    """Sorted, content-deduplicated source files under `dirs`, never under `forbidden`."""
+    forb = [Path(f).resolve() for f in forbidden]
+    seen: set[str] = set()
+    out: list[Path] = []
+    for d in dirs:
+        d = Path(d)
+        if _forbidden(d, forb):
+            raise ValueError(f"refusing to read training data from {d}: it is an evaluation directory")
+        for root, dirnames, files in os.walk(d):
+            dirnames.sort()
+            if _forbidden(Path(root), forb):
+                dirnames[:] = []
+                continue
+            for name in sorted(files):
+                p = Path(root) / name
+                if not name.endswith(suffixes) or p.is_symlink():
+                    continue
+                try:
+                    data = p.read_bytes()
+                except OSError:
+                    continue
+                if not data.strip() or len(data) > MAX_FILE_BYTES:
+                    continue
+                h = hashlib.sha256(data).hexdigest()
+                if h not in seen:
+                    seen.add(h)
+                    out.append(p)
+    return out
+
+
+def is_heldout(text: str, fraction: float) -> bool:
+    """Deterministic split by file content (robust to where the file lives)."""
+    h = int(hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:8], 16)
+    return (h % 10_000) < fraction * 10_000
+
+
+@dataclass
+class Corpus:
+    texts: list[str]
+    paths: list[str]
+
+    @property
+    def n_chars(self) -> int:
+        return sum(len(t) for t in self.texts)
+
+
+def load_corpus(files: list[Path], heldout_fraction: float, split: str) -> Corpus:
+    texts, paths = [], []
+    for p in files:
+        try:
+            t = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if "\x00" in t:
+            continue
+        if is_heldout(t, heldout_fraction) == (split == "heldout"):
+            texts.append(t)
+            paths.append(str(p))
+    return Corpus(texts, paths)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    max_prefix: int = 192
+    max_suffix: int = 96
+    max_middle: int = 96
+    plain_middle: int = 160  # left-to-right examples: long multi-block middles
+    block_sizes: tuple[int, ...] = (8, 16, 32, 32)
+    p_plain: float = 0.3  # share of examples with no suffix and a long middle
+    p_line: float = 0.5  # share of infill middles cut at line boundaries
+    p_edit_stage2: float = 0.5  # share of edit examples in stage 2
+    max_edit_rate: float = 0.1  # Seed Diffusion: a in [0, 0.1]
+    t_min: float = 0.05
+
+
+@dataclass
+class Example:
+    ids: torch.Tensor  # (L,) clean stream, then noisy stream
+    positions: torch.Tensor  # (L,)
+    mask: torch.Tensor  # (L, L)
+    targets: torch.Tensor  # (L,) -100 where there is no loss
+    weights: torch.Tensor  # (L,) loss weight
+    region: int  # tokens in the loss region (normaliser)
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor  # (B, L)
+    positions: torch.Tensor  # (B, L)
+    mask: torch.Tensor  # (B, L, L)
+    targets: torch.Tensor  # (B, L)
+    weights: torch.Tensor  # (B, L)
+    region: int
+    n_tokens: int  # non-pad tokens processed
+
+    def to(self, device) -> Batch:
+        return Batch(
+            self.ids.to(device), self.positions.to(device), self.mask.to(device),
+            self.targets.to(device), self.weights.to(device), self.region, self.n_tokens,
+        )
+
+
+class ExampleBuilder:
+    def __init__(self, corpus: Corpus, tokenizer: CodeTokenizer, cfg: DataConfig, kind: str, seed: int) -> None:
+        if not corpus.texts:
+            raise ValueError("the training corpus is empty")
+        self.corpus, self.tok, self.cfg, self.kind, self.seed = corpus, tokenizer, cfg, kind, seed
+        self.sp = tokenizer.special
+        sizes = [len(t) for t in corpus.texts]
+        self.cum = torch.tensor(sizes, dtype=torch.float64).cumsum(0)
+        self.vocab = torch.tensor(
+            [i for i in range(tokenizer.vocab_size) if i not in tokenizer.special_ids], dtype=torch.long
+        )
+
+    # -- cutting text -------------------------------------------------------------
+    def _pick(self, rng: random.Random) -> str:
+        x = rng.random() * float(self.cum[-1])
+        i = int(torch.searchsorted(self.cum, torch.tensor([x], dtype=torch.float64)))
+        return self.corpus.texts[min(i, len(self.corpus.texts) - 1)]
+
+    def _cut(self, rng: random.Random, text: str, lines: bool, max_lines: int) -> tuple[int, int]:
+        if lines:
+            a = text.rfind("\n", 0, rng.randrange(len(text))) + 1  # start of a random line
+            b = a
+            for _ in range(rng.randint(1, max_lines)):
+                nl = text.find("\n", b)
+                b = len(text) if nl < 0 else nl + 1
+                if b >= len(text):
+                    break
+            return a, b
+        c = rng.randrange(len(text))
+        return c, min(len(text), c + rng.randint(1, 4 * self.cfg.max_middle))
+
+    def _context(self, rng: random.Random, text: str, a: int, b: int, no_suffix: bool) -> tuple[list[int], list[int]]:
+        cfg = self.cfg
+        prefix = self.tok.encode(text[max(0, a - 6 * cfg.max_prefix) : a])
+        prefix = prefix[len(prefix) - min(len(prefix), rng.randint(cfg.max_prefix // 4, cfg.max_prefix)) :]
+        suffix = [] if no_suffix else self.tok.encode(text[b : b + 6 * cfg.max_suffix])
+        return prefix, suffix[: rng.randint(0, cfg.max_suffix)] if suffix else []
+
+    def _middle(self, text: str, a: int, b: int, limit: int) -> tuple[list[int], int]:
+        """Tokens of text[a:b], cut to `limit`; b moves back so the suffix stays adjacent."""
+        ids = self.tok.encode(text[a:b])
+        if len(ids) > limit:
+            ids = ids[:limit]
+            b = a + len(self.tok.decode(ids))
+        return ids, b
+
+    # -- examples ---------------------------------------------------------------------
+    def example(self, rng: random.Random, g: torch.Generator, stage: int) -> Example:
+        cfg = self.cfg
+        text = self._pick(rng)
+        block = rng.choice(cfg.block_sizes)
+        if stage == 2 and rng.random() < cfg.p_edit_stage2:
+            a, b = self._cut(rng, text, True, 6)
+            middle, b = self._middle(text, a, b, cfg.max_middle)
+            prefix, suffix = self._context(rng, text, a, b, rng.random() < 0.15)
+            return self._edit_example(prefix, suffix, middle, rng, g)
+        plain = rng.random() < cfg.p_plain
+        a, b = self._cut(rng, text, rng.random() < cfg.p_line, 4)
+        if plain:
+            b = len(text)
+        middle, b = self._middle(text, a, b, cfg.plain_middle if plain else cfg.max_middle)
+        prefix, suffix = self._context(rng, text, a, b, plain or rng.random() < 0.15)
+        if self.kind == "ar":
+            return self._ar_example(prefix, suffix, middle)
+        return self._infill_example(prefix, suffix, middle, block, g)
+
+    def _infill_example(self, prefix, suffix, middle, block: int, g: torch.Generator) -> Example:
+        context, mid = format_infill(prefix, suffix, middle, block, self.sp)
+        t_ctx, m = len(context), len(mid)
+        n_ctx_blocks = math.ceil(t_ctx / block)
+        block_ids = torch.cat([torch.arange(t_ctx) // block, n_ctx_blocks + torch.arange(m) // block])
+        clean = torch.tensor(context + mid)
+        noisy_index = torch.arange(t_ctx, t_ctx + m)
+        # one mask rate per block (BD3-LM), ELBO-weighted loss on masked tokens
+        n_blocks = m // block
+        t = self.cfg.t_min + (1 - self.cfg.t_min) * torch.rand(n_blocks, generator=g)
+        t_tok = t.repeat_interleave(block)  # (m,)
+        masked = torch.rand(m, generator=g) < t_tok
+        noisy = torch.where(masked, torch.full((m,), self.sp.mask), clean[noisy_index])
+        targets = torch.full((t_ctx + 2 * m,), -100)
+        targets[t_ctx + m :] = torch.where(masked, clean[noisy_index], torch.full((m,), -100))
+        weights = torch.zeros(t_ctx + 2 * m)
+        weights[t_ctx + m :] = torch.where(masked, loss_weight(t_tok), torch.zeros(m))
+        return Example(
+            ids=torch.cat([clean, noisy]),
+            positions=torch.cat([torch.arange(t_ctx + m), noisy_index]),
+            mask=two_stream_mask(block_ids, noisy_index),
+            targets=targets,
+            weights=weights,
+            region=m,
+        )
+
+    def _edit_example(self, prefix, suffix, middle, rng: random.Random, g: torch.Generator) -> Example:
+        context = [self.sp.suf, *suffix, self.sp.pre, *prefix, self.sp.edit]
+        n = len(middle)
+        canvas_len = n + max(4, math.ceil(0.25 * n))
+        res = edit_corrupt(
+            torch.tensor(middle, dtype=torch.long), rng.uniform(0, self.cfg.max_edit_rate),
+            canvas_len, self.sp.eoi, self.vocab, g,
+        )
+        canvas = res.canvas
+        if rng.random() < 0.5:  # re-masked positions, as the repair sampler produces them
+            canvas, _ = mask_corrupt(canvas, rng.uniform(0, 0.3), self.sp.mask, g)
+        t_ctx = len(context)
+        block_ids = torch.cat([torch.arange(t_ctx) // 32, torch.full((canvas_len,), 10_000)])
+        noisy_index = torch.arange(t_ctx, t_ctx + canvas_len)
+        # The canvas has no clean copy: nothing attends to it. Build the mask on the
+        # context plus canvas and drop the unused clean canvas rows/columns.
+        full = two_stream_mask(block_ids, noisy_index)
+        keep = torch.cat([torch.arange(t_ctx), torch.arange(t_ctx + canvas_len, t_ctx + 2 * canvas_len)])
+        mask = full[keep][:, keep]
+        targets = torch.cat([torch.full((t_ctx,), -100), res.target])
+        weights = torch.cat([torch.zeros(t_ctx), torch.ones(canvas_len)])
+        return Example(
+            ids=torch.cat([torch.tensor(context), canvas]),
+            positions=torch.arange(t_ctx + canvas_len),
+            mask=mask,
+            targets=targets,
+            weights=weights,
+            region=canvas_len,
+        )
+
+    def _ar_example(self, prefix, suffix, middle) -> Example:
+        seq = torch.tensor([self.sp.suf, *suffix, self.sp.pre, *prefix, self.sp.mid, *middle, self.sp.eoi])
+        n = seq.numel()
+        targets = torch.cat([seq[1:], torch.tensor([-100])])
+        return Example(
+            ids=seq, positions=torch.arange(n), mask=causal_mask(n), targets=targets,
+            weights=torch.ones(n), region=n - 1,
+        )
+
+    def batch(self, step: int, rank: int, batch_size: int, stage: int) -> Batch:
+        rng = random.Random(f"{self.seed}/{step}/{rank}")
+        g = torch.Generator().manual_seed(rng.getrandbits(63))
+        return collate([self.example(rng, g, stage) for _ in range(batch_size)], self.sp.pad)
+
+
+def collate(examples: list[Example], pad_id: int) -> Batch:
+    length = max(e.ids.numel() for e in examples)
+    b = len(examples)
+    ids = torch.full((b, length), pad_id, dtype=torch.long)
+    positions = torch.zeros(b, length, dtype=torch.long)
+    mask = torch.eye(length, dtype=torch.bool).repeat(b, 1, 1)  # pads attend to themselves only
+    targets = torch.full((b, length), -100, dtype=torch.long)
+    weights = torch.zeros(b, length)
+    for i, e in enumerate(examples):
+        n = e.ids.numel()
+        ids[i, :n], positions[i, :n], targets[i, :n], weights[i, :n] = e.ids, e.positions, e.targets, e.weights
+        mask[i, :n, :n] = e.mask
+    return Batch(
+        ids, positions, mask, targets, weights,
+        region=sum(e.region for e in examples), n_tokens=sum(e.ids.numel() for e in examples),
+    )

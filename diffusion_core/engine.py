@@ -1,0 +1,195 @@
+"""Text-level jobs on top of the model: masked infill and insert/delete repair.
+
+The engine turns (prefix, suffix) text into the suffix-first context, encodes it into an
+explicit `KVCache` (reusing a cache the caller passes in), runs a sampler and decodes the
+result. It holds no per-document state: the caller owns every cache it gets back.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from diffusion_core.checkpoint import LoadedModel, load_model_dir
+from diffusion_core.config import SamplerConfig
+from diffusion_core.kv_cache import KVCache
+from diffusion_core.layout import Window, build_context, reusable_prefix
+from diffusion_core.sampler import (
+    CancelFn,
+    Cancelled,
+    SampleStats,
+    StopRule,
+    encode,
+    repair_canvas,
+    sample_ar,
+    sample_blocks,
+)
+
+__all__ = ["Cancelled", "Engine", "InfillOutput", "RepairOutput"]
+
+MAX_REPAIR_TOKENS = 384
+
+
+@dataclass
+class InfillOutput:
+    text: str
+    tokens: list[int]
+    confidence: list[float]
+    stats: SampleStats
+    context_ids: list[int]  # what `context_cache` encodes
+    context_cache: KVCache  # keys/values of context_ids, for the caller to keep
+    reused_tokens: int = 0
+    encoded_tokens: int = 0
+    total_ms: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class RepairOutput:
+    text: str
+    changed: bool
+    confidence: float
+    min_confidence: float
+    stats: SampleStats
+    total_ms: float = 0.0
+
+
+class Engine:
+    def __init__(
+        self, loaded: LoadedModel, sampler: SamplerConfig | None = None, window: Window | None = None
+    ) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.sampler = sampler or SamplerConfig()
+        self.window = window or Window()
+        self.special = self.tokenizer.special
+
+    @classmethod
+    def from_path(cls, path=None, *, device: str = "cpu", sampler: SamplerConfig | None = None) -> Engine:
+        dtype = torch.float32 if device == "cpu" else torch.bfloat16
+        return cls(load_model_dir(path, device=device, dtype=dtype), sampler)
+
+    @property
+    def model_hash(self) -> str:
+        return self.loaded.model_hash
+
+    @property
+    def is_ar(self) -> bool:
+        return self.model.cfg.kind == "ar"
+
+    # -- contexts -------------------------------------------------------------------
+    def infill_context(self, prefix: str, suffix: str, block_size: int | None = None) -> list[int]:
+        b = block_size or self.sampler.block_size
+        tok = self.tokenizer
+        return build_context(tok.encode(prefix), tok.encode(suffix), b, self.special, self.window)
+
+    def repair_context(self, prefix: str, suffix: str, block_size: int | None = None) -> list[int]:
+        b = block_size or self.sampler.block_size
+        tok = self.tokenizer
+        return build_context(
+            tok.encode(prefix), tok.encode(suffix), b, self.special, self.window, task_token=self.special.edit
+        )
+
+    def encode_context(
+        self, ids: list[int], cache: KVCache | None = None, cancel: CancelFn | None = None,
+        block_size: int | None = None,
+    ) -> KVCache:
+        """Encode `ids`, reusing `cache` (whose tokens must be a prefix of ids) at block granularity."""
+        return encode(self.model, ids, block_size or self.sampler.block_size, cache, cancel)
+
+    # -- jobs -----------------------------------------------------------------------
+    def infill(
+        self,
+        prefix: str,
+        suffix: str,
+        *,
+        cache: KVCache | None = None,
+        cache_ids: list[int] | None = None,
+        cancel: CancelFn | None = None,
+        max_tokens: int | None = None,
+        stop_at_newline: bool = False,
+        sampler: SamplerConfig | None = None,
+    ) -> InfillOutput:
+        """Fill the hole between prefix and suffix.
+
+        `cache`/`cache_ids`: a cache from an earlier call and the ids it encodes; its
+        longest block-aligned run that still matches the new context is reused.
+        """
+        t0 = time.perf_counter()
+        sc = sampler or self.sampler
+        b = sc.block_size
+        ids = self.infill_context(prefix, suffix, b)
+        # The AR model feeds the last context token itself, so it caches one token less.
+        target = ids[:-1] if self.is_ar else ids
+        reuse = 0
+        if cache is not None and cache_ids is not None:
+            reuse = reusable_prefix(cache_ids, target, cache.length, b)
+            cache = cache.truncate(reuse)
+        else:
+            cache = None
+        t_enc = time.perf_counter()
+        ctx_cache = encode(self.model, target, b, cache, cancel)
+        enc_ms = (time.perf_counter() - t_enc) * 1000
+        stop = StopRule(self.special.eoi, self.tokenizer.newline_ids, stop_at_newline)
+        n = max_tokens or sc.max_tokens
+        if self.is_ar:
+            res = sample_ar(self.model, ctx_cache, ids[-1], max_tokens=n, stop=stop, cancel=cancel)
+        else:
+            res = sample_blocks(
+                self.model, ctx_cache, block_size=b, threshold=sc.threshold, max_tokens=n,
+                mask_id=self.special.mask, stop=stop, cancel=cancel,
+                max_steps_per_block=sc.max_steps_per_block,
+            )
+        res.stats.encode_ms = enc_ms
+        return InfillOutput(
+            text=self.tokenizer.decode(res.tokens),
+            tokens=res.tokens,
+            confidence=res.confidence,
+            stats=res.stats,
+            context_ids=target,
+            context_cache=ctx_cache,
+            reused_tokens=reuse,
+            encoded_tokens=len(target) - reuse,
+            total_ms=(time.perf_counter() - t0) * 1000,
+        )
+
+    def repair(
+        self,
+        prefix: str,
+        block: str,
+        suffix: str,
+        *,
+        cancel: CancelFn | None = None,
+        sampler: SamplerConfig | None = None,
+    ) -> RepairOutput:
+        """Re-check every token of `block` given its surroundings; return the repaired text."""
+        if self.is_ar:
+            raise ValueError("repair needs a diffusion model; this one is autoregressive")
+        t0 = time.perf_counter()
+        sc = sampler or self.sampler
+        block_ids = self.tokenizer.encode(block)
+        if len(block_ids) > MAX_REPAIR_TOKENS:
+            raise ValueError(
+                f"block of {len(block_ids)} tokens is longer than the repair limit of {MAX_REPAIR_TOKENS}"
+            )
+        ctx = self.repair_context(prefix, suffix, sc.block_size)
+        cache = encode(self.model, ctx, sc.block_size, None, cancel)
+        canvas_len = len(block_ids) + max(4, math.ceil(sc.repair_slack * len(block_ids)))
+        res = repair_canvas(
+            self.model, cache, block_ids, canvas_len=canvas_len, steps=sc.repair_steps,
+            threshold=sc.repair_threshold, mask_id=self.special.mask, eoi_id=self.special.eoi,
+            cancel=cancel,
+        )
+        text = self.tokenizer.decode(res.tokens)
+        return RepairOutput(
+            text=text,
+            changed=res.tokens != block_ids,
+            confidence=res.confidence,
+            min_confidence=res.min_confidence,
+            stats=res.stats,
+            total_ms=(time.perf_counter() - t0) * 1000,
+        )

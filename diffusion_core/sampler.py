@@ -1,0 +1,276 @@
+"""Samplers: block-wise parallel decoding, edit-mode repair, and the AR baseline.
+
+Block decoding (Block Diffusion / Seed Diffusion inference): blocks are generated left
+to right; inside a block every masked position is predicted in parallel and all those
+whose confidence passes a threshold are committed in one step, at least one per step
+(Fast-dLLM, Wu et al. 2025, "parallel decoding with confidence threshold"). A finished
+block is encoded once more as clean context and appended to the explicit KV cache.
+
+Every sampler checks `cancel()` between denoising steps and raises `Cancelled`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from diffusion_core.kv_cache import KVCache
+from diffusion_core.model import CodeTransformer
+
+CancelFn = Callable[[], bool]
+
+
+class Cancelled(Exception):  # noqa: N818 - reads as a state, like asyncio.CancelledError
+    """The caller's cancellation flag was set between two denoising steps."""
+
+
+@dataclass
+class SampleStats:
+    steps: int = 0
+    tokens_per_step: list[int] = field(default_factory=list)
+    step_ms: list[float] = field(default_factory=list)
+    encode_ms: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.tokens_per_step)
+
+    @property
+    def mean_tokens_per_step(self) -> float:
+        return self.tokens / self.steps if self.steps else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "steps": self.steps,
+            "tokens": self.tokens,
+            "tokens_per_step": self.mean_tokens_per_step,
+            "step_ms": sum(self.step_ms),
+            "encode_ms": self.encode_ms,
+        }
+
+
+@dataclass
+class SampleResult:
+    tokens: list[int]  # generated ids, <eoi> and everything after it removed
+    stats: SampleStats
+    cache: KVCache  # context + generated blocks (the last block is encoded only if asked)
+    confidence: list[float] = field(default_factory=list)  # per returned token
+
+
+def _check(cancel: CancelFn | None) -> None:
+    if cancel is not None and cancel():
+        raise Cancelled()
+
+
+def _positions(start: int, n: int, device) -> torch.Tensor:
+    return torch.arange(start, start + n, device=device)[None]  # (1, n)
+
+
+@torch.inference_mode()
+def encode(
+    model: CodeTransformer,
+    ids: list[int],
+    block_size: int,
+    cache: KVCache | None = None,
+    cancel: CancelFn | None = None,
+) -> KVCache:
+    """Encode ids[cache.length:] block by block on the block grid of the whole sequence.
+
+    Block i covers [i*B, (i+1)*B); a cache that ends inside a block is cut back to the
+    block's start so that the grid (and therefore the keys/values) stays the same as in
+    one full block-causal forward pass.
+    """
+    device = next(model.parameters()).device
+    cache = cache if cache is not None else model.empty_cache()
+    start = (cache.length // block_size) * block_size
+    cache = cache.truncate(min(start, cache.length))
+    if model.cfg.kind == "ar":
+        if start < len(ids):
+            x = torch.tensor([ids[start:]], device=device)
+            n = x.shape[1]
+            mask = torch.ones(n, start + n, dtype=torch.bool, device=device)
+            mask[:, start:] = torch.ones(n, n, dtype=torch.bool, device=device).tril()
+            cache = cache.extend(model(x, _positions(start, n, device), mask, cache).kv)
+        return cache
+    for s in range(start, len(ids), block_size):
+        _check(cancel)
+        chunk = torch.tensor([ids[s : s + block_size]], device=device)  # (1, <=B)
+        cache = cache.extend(model(chunk, _positions(s, chunk.shape[1], device), None, cache).kv)
+    return cache
+
+
+@dataclass(frozen=True)
+class StopRule:
+    eoi_id: int
+    newline_ids: frozenset[int] = frozenset()
+    stop_at_newline: bool = False
+
+    def cut(self, tokens: list[int]) -> tuple[list[int], bool]:
+        """Cut generated tokens at <eoi> (or after the first newline); True if stopped."""
+        for i, t in enumerate(tokens):
+            if t == self.eoi_id:
+                return tokens[:i], True
+            if self.stop_at_newline and t in self.newline_ids:
+                return tokens[: i + 1], True
+        return tokens, False
+
+
+@torch.inference_mode()
+def sample_blocks(
+    model: CodeTransformer,
+    cache: KVCache,  # the encoded context; generation starts at cache.length
+    *,
+    block_size: int,
+    threshold: float,
+    max_tokens: int,
+    mask_id: int,
+    stop: StopRule,
+    cancel: CancelFn | None = None,
+    max_steps_per_block: int = 0,
+) -> SampleResult:
+    """Greedy block-wise parallel decoding with a confidence threshold."""
+    device = next(model.parameters()).device
+    stats = SampleStats()
+    out: list[int] = []
+    conf_out: list[float] = []
+    max_steps = max_steps_per_block or block_size
+    while len(out) < max_tokens:
+        start = cache.length
+        x = torch.full((1, block_size), mask_id, dtype=torch.long, device=device)  # (1, B)
+        conf_block = torch.zeros(block_size, device=device)
+        pos = _positions(start, block_size, device)
+        for step in range(max_steps):
+            _check(cancel)
+            t0 = time.perf_counter()
+            masked = x[0] == mask_id  # (B,)
+            logits = model(x, pos, None, cache).logits[0].float()  # (B, V)
+            probs = torch.softmax(logits, dim=-1)
+            conf, pred = probs.max(dim=-1)  # (B,)
+            conf = torch.where(masked, conf, torch.full_like(conf, -1.0))
+            commit = masked & (conf >= threshold)
+            if step == max_steps - 1:
+                commit = masked
+            if not bool(commit.any()):
+                commit = torch.zeros_like(masked)
+                commit[int(conf.argmax())] = True
+            x[0] = torch.where(commit, pred, x[0])
+            conf_block = torch.where(commit, conf, conf_block)
+            # Everything after a committed end-of-infill (or newline, in single-line mode)
+            # is discarded anyway: fill it now instead of spending steps on it.
+            ends = commit & ((pred == stop.eoi_id) | _is_newline(pred, stop))
+            if bool(ends.any()):
+                first = int(ends.nonzero()[0])
+                tail = x[0, first + 1 :]
+                x[0, first + 1 :] = torch.where(tail == mask_id, torch.full_like(tail, stop.eoi_id), tail)
+            n_new = int(commit.sum())
+            stats.steps += 1
+            stats.tokens_per_step.append(n_new)
+            stats.step_ms.append((time.perf_counter() - t0) * 1000)
+            if not bool((x[0] == mask_id).any()):
+                break
+        block = x[0].tolist()
+        kept, stopped = stop.cut(block)
+        out.extend(kept)
+        conf_out.extend(conf_block[: len(kept)].tolist())
+        if stopped or len(out) >= max_tokens:
+            break
+        _check(cancel)
+        cache = cache.extend(model(x, pos, None, cache).kv)
+    return SampleResult(out[:max_tokens], stats, cache, conf_out[:max_tokens])
+
+
+def _is_newline(pred: torch.Tensor, stop: StopRule) -> torch.Tensor:
+    if not stop.stop_at_newline or not stop.newline_ids:
+        return torch.zeros_like(pred, dtype=torch.bool)
+    ids = torch.tensor(sorted(stop.newline_ids), device=pred.device)
+    return torch.isin(pred, ids)
+
+
+@dataclass
+class RepairResult:
+    tokens: list[int]  # the repaired block, <eoi> filler removed
+    confidence: float  # geometric mean of the final per-token confidences over the canvas
+    min_confidence: float
+    stats: SampleStats
+
+
+@torch.inference_mode()
+def repair_canvas(
+    model: CodeTransformer,
+    cache: KVCache,  # encoded context ending with <edit>
+    block: list[int],
+    *,
+    canvas_len: int,
+    steps: int,
+    threshold: float,
+    mask_id: int,
+    eoi_id: int,
+    cancel: CancelFn | None = None,
+) -> RepairResult:
+    """Edit-mode sampling (Seed Diffusion stage 2): the canvas is one bidirectional block.
+
+    Predict the clean canvas from the current one, re-mask positions whose confidence is
+    below `threshold`, and repeat until nothing changes or `steps` run out.
+    """
+    device = next(model.parameters()).device
+    if canvas_len < len(block):
+        raise ValueError(f"canvas of {canvas_len} is shorter than the block ({len(block)} tokens)")
+    canvas = torch.full((1, canvas_len), eoi_id, dtype=torch.long, device=device)
+    canvas[0, : len(block)] = torch.tensor(block, dtype=torch.long, device=device)
+    pos = _positions(cache.length, canvas_len, device)
+    stats = SampleStats()
+    conf = torch.ones(canvas_len, device=device)
+    for step in range(steps):
+        _check(cancel)
+        t0 = time.perf_counter()
+        probs = torch.softmax(model(canvas, pos, None, cache).logits[0].float(), dim=-1)
+        conf, pred = probs.max(dim=-1)  # (L,)
+        last = step == steps - 1
+        new = pred.clone() if last else torch.where(conf >= threshold, pred, torch.full_like(pred, mask_id))
+        changed = int((new != canvas[0]).sum())
+        stats.steps += 1
+        stats.tokens_per_step.append(changed)
+        stats.step_ms.append((time.perf_counter() - t0) * 1000)
+        if changed == 0:
+            break
+        canvas[0] = new
+    final = canvas[0]
+    if bool((final == mask_id).any()):  # cannot happen after the last step, but be safe
+        final = torch.where(final == mask_id, pred, final)
+    tokens = [t for t in final.tolist() if t != eoi_id]
+    logc = torch.log(conf.clamp_min(1e-9))
+    return RepairResult(tokens, float(logc.mean().exp()), float(conf.min()), stats)
+
+
+@torch.inference_mode()
+def sample_ar(
+    model: CodeTransformer,
+    cache: KVCache,  # the context except its last token
+    last_token: int,  # the context's last token, fed first
+    *,
+    max_tokens: int,
+    stop: StopRule,
+    cancel: CancelFn | None = None,
+) -> SampleResult:
+    """Greedy next-token decoding for the autoregressive baseline (one token per step)."""
+    device = next(model.parameters()).device
+    stats = SampleStats()
+    out: list[int] = []
+    tok = last_token
+    for _ in range(max_tokens):
+        _check(cancel)
+        t0 = time.perf_counter()
+        o = model(torch.tensor([[tok]], device=device), _positions(cache.length, 1, device), None, cache)
+        cache = cache.extend(o.kv)
+        tok = int(o.logits[0, -1].argmax())
+        stats.steps += 1
+        stats.tokens_per_step.append(1)
+        stats.step_ms.append((time.perf_counter() - t0) * 1000)
+        kept, stopped = stop.cut([tok])
+        out.extend(kept)
+        if stopped:
+            break
+    return SampleResult(out, stats, cache)
