@@ -254,8 +254,8 @@ def export(model: CodeTransformer, tok: CodeTokenizer, path: Path, cfg: TrainCon
         "tokens": state["tokens"],
         "seed": cfg.seed,
         "wall_seconds": round(state["wall_seconds"], 1),
-        "final_loss_stage1": next((l[2] for l in reversed(losses) if l[1] == 1), None),
-        "final_loss_stage2": next((l[2] for l in reversed(losses) if l[1] == 2), None),
+        "final_loss_stage1": next((x[2] for x in reversed(losses) if x[1] == 1), None),
+        "final_loss_stage2": next((x[2] for x in reversed(losses) if x[1] == 2), None),
         "torch": torch.__version__,
         "train_config": _config_dict(cfg),
     }

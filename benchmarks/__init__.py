@@ -1,0 +1,1 @@
+"""Quality evaluation and latency/speed benchmarks (not part of the timed test suite)."""

@@ -1,0 +1,251 @@
+"""`diffusion-lsp eval`: infill, next-line and repair quality of a model (and the AR baseline).
+
+(a) HumanEval single-line and multi-line infilling pass@1 (greedy; each program run in its
+    own process under a timeout), (b) exact-match next-line completion on held-out files,
+    (c) repair: held-out functions with 1-3 random token edits restored exactly, and code
+    with a syntax error that comes back parsing and equal to the original.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks import humaneval
+from diffusion_core.config import SamplerConfig
+from diffusion_core.data import is_heldout, list_source_files
+from diffusion_core.engine import Engine
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model directory (default: the embedded model)")
+    p.add_argument("--ar-model", help="autoregressive baseline directory, evaluated side by side")
+    p.add_argument("--heldout-dirs", nargs="*",
+                   help="source dirs whose held-out split to use (default: the model's training.json data_dirs)")
+    p.add_argument("--single-line", type=int, default=1033, help="HumanEval single-line tasks (max 1033)")
+    p.add_argument("--multi-line", type=int, default=200, help="HumanEval multi-line tasks (evenly spaced subset)")
+    p.add_argument("--next-line", type=int, default=300, help="held-out next-line positions")
+    p.add_argument("--repair", type=int, default=200, help="held-out functions for each repair test")
+    p.add_argument("--threshold", type=float, default=None, help="confidence threshold (default: model's)")
+    p.add_argument("--block-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", dest="json_out", help="write the report as JSON to this file")
+    p.add_argument("--markdown", help="write the report table as Markdown to this file")
+
+
+# -- jobs ---------------------------------------------------------------------------------
+def complete_line(engine: Engine, prefix: str, suffix: str, single: bool) -> tuple[str, int, float]:
+    out = engine.infill(prefix, suffix, max_tokens=48 if single else 160, stop_at_newline=False)
+    text = out.text
+    if single and "\n" in text:
+        text = text[: text.index("\n") + 1]
+    return text, len(out.tokens), out.total_ms
+
+
+def humaneval_scores(engine: Engine, kind: str, limit: int, log) -> dict:
+    tasks = humaneval.load_tasks(kind, limit)
+    comps, toks, ms = [], 0, 0.0
+    for i, t in enumerate(tasks):
+        c, n, dt = complete_line(engine, t.prompt, t.suffix, kind == "single_line")
+        comps.append(c)
+        toks, ms = toks + n, ms + dt
+        if (i + 1) % 100 == 0:
+            log(f"  {kind}: {i + 1}/{len(tasks)}")
+    rate, ok = humaneval.pass_rate(tasks, comps)
+    exact = sum(c.strip() == t.canonical_solution.strip() for c, t in zip(comps, tasks, strict=True))
+    return {"tasks": len(tasks), "pass@1": rate, "exact_match": exact / len(tasks),
+            "tokens": toks, "tok_per_s": toks / (ms / 1000) if ms else 0.0}
+
+
+def heldout_texts(dirs: list[str], fraction: float, limit_files: int = 400) -> list[str]:
+    texts = []
+    for p in list_source_files(dirs, forbidden=[str(humaneval.eval_dir())]):
+        try:
+            t = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if is_heldout(t, fraction):
+            texts.append(t)
+        if len(texts) >= limit_files:
+            break
+    return texts
+
+
+def next_line_scores(engine: Engine, texts: list[str], n: int, rng: random.Random) -> dict:
+    hits = total = 0
+    for _ in range(n * 5):
+        if total >= n:
+            break
+        t = rng.choice(texts)
+        lines = t.splitlines(keepends=True)
+        if len(lines) < 5:
+            continue
+        i = rng.randrange(2, len(lines))
+        target = lines[i].strip()
+        if not target:
+            continue
+        prefix = "".join(lines[:i])
+        out = engine.infill(prefix, "", max_tokens=48, stop_at_newline=True)
+        hits += out.text.strip() == target
+        total += 1
+    return {"positions": total, "exact_match": hits / max(1, total)}
+
+
+def functions(texts: list[str], max_lines: int = 25) -> list[tuple[str, str, str]]:
+    """(prefix, function source, suffix) for small top-level functions of held-out files."""
+    out = []
+    for t in texts:
+        try:
+            tree = ast.parse(t)
+        except SyntaxError:
+            continue
+        lines = t.splitlines(keepends=True)
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno:
+                a, b = node.lineno - 1 - len(node.decorator_list), node.end_lineno
+                if 3 <= b - a <= max_lines:
+                    out.append(("".join(lines[:a]), "".join(lines[a:b]), "".join(lines[b:])))
+    return out
+
+
+def _token_edits(engine: Engine, src: str, k: int, rng: random.Random) -> str:
+    ids = engine.tokenizer.encode(src)
+    vocab = [i for i in range(engine.tokenizer.vocab_size) if i not in engine.tokenizer.special_ids]
+    for _ in range(k):
+        op = rng.choice(("insert", "delete", "substitute"))
+        pos = rng.randrange(len(ids))
+        if op == "insert":
+            ids.insert(pos, rng.choice(vocab))
+        elif op == "delete" and len(ids) > 1:
+            del ids[pos]
+        else:
+            ids[pos] = rng.choice(vocab)
+    return engine.tokenizer.decode(ids)
+
+
+def _syntax_break(src: str, rng: random.Random) -> str | None:
+    """Delete one ':' / ')' / ']' or a quote so that the function no longer parses."""
+    spots = [i for i, c in enumerate(src) if c in ":)]"]
+    rng.shuffle(spots)
+    for i in spots[:10]:
+        broken = src[:i] + src[i + 1 :]
+        try:
+            ast.parse(broken)
+        except SyntaxError:
+            return broken
+    return None
+
+
+def repair_scores(engine: Engine, funcs, n: int, rng: random.Random) -> dict:
+    sample = rng.sample(funcs, min(n, len(funcs)))
+    exact = syn_total = syn_fixed = 0
+    unchanged_kept = 0
+    for prefix, src, suffix in sample:
+        broken = _token_edits(engine, src, rng.randint(1, 3), rng)
+        out = engine.repair(prefix[-4000:], broken, suffix[:2000])
+        exact += out.text == src
+        same = engine.repair(prefix[-4000:], src, suffix[:2000])
+        unchanged_kept += same.text == src
+        bad = _syntax_break(src, rng)
+        if bad is not None:
+            syn_total += 1
+            fixed = engine.repair(prefix[-4000:], bad, suffix[:2000]).text
+            try:
+                ast.parse(fixed)
+                syn_fixed += fixed == src
+            except SyntaxError:
+                pass
+    return {
+        "functions": len(sample),
+        "token_edits_restored": exact / max(1, len(sample)),
+        "clean_code_left_unchanged": unchanged_kept / max(1, len(sample)),
+        "syntax_errors": syn_total,
+        "syntax_errors_fixed_exactly": syn_fixed / max(1, syn_total),
+    }
+
+
+def evaluate(engine: Engine, args, texts: list[str], log, repair: bool) -> dict:
+    rng = random.Random(args.seed)
+    t0 = time.time()
+    r: dict = {"model": str(engine.loaded.path), "kind": engine.model.cfg.kind,
+               "parameters": engine.model.num_parameters()}
+    if args.single_line:
+        r["humaneval_single_line"] = humaneval_scores(engine, "single_line", args.single_line, log)
+        log(f"  single-line pass@1 {r['humaneval_single_line']['pass@1']:.3f}")
+    if args.multi_line:
+        r["humaneval_multi_line"] = humaneval_scores(engine, "multi_line", args.multi_line, log)
+        log(f"  multi-line pass@1 {r['humaneval_multi_line']['pass@1']:.3f}")
+    if args.next_line and texts:
+        r["next_line"] = next_line_scores(engine, texts, args.next_line, random.Random(args.seed))
+    if repair and args.repair and texts:
+        r["repair"] = repair_scores(engine, functions(texts), args.repair, rng)
+    r["seconds"] = round(time.time() - t0, 1)
+    return r
+
+
+def table(report: dict) -> str:
+    models = report["models"]
+    rows = [
+        ("HumanEval single-line pass@1", ("humaneval_single_line", "pass@1")),
+        ("HumanEval single-line exact match", ("humaneval_single_line", "exact_match")),
+        ("HumanEval multi-line pass@1", ("humaneval_multi_line", "pass@1")),
+        ("held-out next-line exact match", ("next_line", "exact_match")),
+        ("repair: 1-3 token edits restored", ("repair", "token_edits_restored")),
+        ("repair: clean code left unchanged", ("repair", "clean_code_left_unchanged")),
+        ("repair: syntax error fixed exactly", ("repair", "syntax_errors_fixed_exactly")),
+        ("single-line tokens/s (end to end)", ("humaneval_single_line", "tok_per_s")),
+    ]
+    names = list(models)
+    out = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label, (sec, key) in rows:
+        cells = []
+        for n in names:
+            v = models[n].get(sec, {}).get(key)
+            cells.append("n/a" if v is None else (f"{v:.1f}" if key == "tok_per_s" else f"{100 * v:.1f}%"))
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    sampler = SamplerConfig()
+    if args.threshold is not None:
+        sampler = sampler.replace(threshold=args.threshold)
+    if args.block_size:
+        sampler = sampler.replace(block_size=args.block_size)
+    engine = Engine.from_path(args.model, sampler=sampler)
+    dirs = args.heldout_dirs
+    fraction = 0.02
+    record_path = engine.loaded.path / "training.json"
+    if dirs is None and record_path.exists():
+        rec = json.loads(record_path.read_text())
+        dirs = rec.get("data_dirs", [])
+        fraction = rec.get("heldout_fraction", fraction)
+    texts = heldout_texts(dirs or [], fraction)
+    log(f"eval: {len(texts)} held-out files")
+    report = {
+        "machine": {"cores": torch.get_num_threads(), "torch": torch.__version__,
+                    "python": platform.python_version(), "platform": platform.platform()},
+        "sampler": {"block_size": sampler.block_size, "threshold": sampler.threshold},
+        "models": {"diffusion": evaluate(engine, args, texts, log, repair=True)},
+    }
+    if args.ar_model:
+        ar = Engine.from_path(args.ar_model, sampler=sampler)
+        report["models"]["ar"] = evaluate(ar, args, texts, log, repair=False)
+    print(json.dumps(report, indent=2))
+    print(table(report), file=sys.stderr)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(table(report) + "\n")
+    return 0
