@@ -196,7 +196,7 @@ def train(cfg: TrainConfig, *, device: str | None = None, max_seconds: float | N
                    mininterval=1.0 if sys.stderr.isatty() else 30.0, desc=f"train[{cfg.kind}]")
     t_start, t_ckpt = time.time(), time.time()
     wall0 = state["wall_seconds"]
-    ema = None
+    ema = state.get("ema")  # smoothed loss, part of the state so logs resume exactly too
     model.train()
     while state["step"] < cfg.steps:
         step = state["step"]
@@ -212,6 +212,7 @@ def train(cfg: TrainConfig, *, device: str | None = None, max_seconds: float | N
         opt.step()
         lv = float(loss.detach())
         ema = lv if ema is None else 0.98 * ema + 0.02 * lv
+        state["ema"] = ema
         state["step"] = step + 1
         state["tokens"] += batch.n_tokens * world
         state["wall_seconds"] = wall0 + time.time() - t_start
