@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 ModelKind = Literal["diffusion", "ar"]
+RopeType = Literal["linear", "llama3"]
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,15 @@ class ModelConfig:
     d_ff: int = 704
     rope_theta: float = 10000.0
     rope_scaling_factor: float = 1.0  # linear position interpolation; 1.0 = off
+    # "linear": positions / rope_scaling_factor. "llama3": Llama 3.1 frequency-band
+    # scaling (factor, low/high frequency factors, original context length).
+    rope_type: RopeType = "linear"
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_positions: int = 8192
     norm_eps: float = 1e-6
     qkv_bias: bool = False
+    o_bias: bool = False  # bias on the attention output projection (LLaMA attention_bias)
     tie_embeddings: bool = True
     kind: ModelKind = "diffusion"
     # Special token ids the network itself must know about (the rest live in the tokenizer).
@@ -47,6 +55,12 @@ class ModelConfig:
             raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
         if self.kind not in ("diffusion", "ar"):
             raise ValueError(f"kind must be 'diffusion' or 'ar', got {self.kind!r}")
+        if self.rope_type not in ("linear", "llama3"):
+            raise ValueError(f"rope_type must be 'linear' or 'llama3', got {self.rope_type!r}")
+        if self.rope_scaling_factor <= 0:
+            raise ValueError(f"rope_scaling_factor must be > 0, got {self.rope_scaling_factor}")
+        if self.rope_type == "llama3" and self.rope_high_freq_factor <= self.rope_low_freq_factor:
+            raise ValueError("llama3 rope scaling needs rope_high_freq_factor > rope_low_freq_factor")
 
     @property
     def head_dim(self) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from diffusion_core.checkpoint import LoadedModel, load_model_dir
+from diffusion_core.checkpoint import LoadedModel
 from diffusion_core.config import SamplerConfig
 from diffusion_core.kv_cache import KVCache
 from diffusion_core.layout import Window, build_context, reusable_prefix
@@ -69,9 +69,17 @@ class Engine:
         self.special = self.tokenizer.special
 
     @classmethod
-    def from_path(cls, path=None, *, device: str = "cpu", sampler: SamplerConfig | None = None) -> Engine:
-        dtype = torch.float32 if device == "cpu" else torch.bfloat16
-        return cls(load_model_dir(path, device=device, dtype=dtype), sampler)
+    def from_path(
+        cls, path=None, *, device: str | None = "cpu", sampler: SamplerConfig | None = None
+    ) -> Engine:
+        """Our own model directory or a local Hugging Face one (None: the shipped default).
+
+        device None picks CUDA when present; fp32 on CPU, bf16/fp16 on GPU.
+        """
+        from diffusion_core.hf_loader import load_any_model_dir
+
+        dtype = None if device is None else (torch.float32 if device == "cpu" else None)
+        return cls(load_any_model_dir(path, device=device, dtype=dtype), sampler)
 
     @property
     def model_hash(self) -> str:

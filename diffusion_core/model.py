@@ -5,10 +5,23 @@ grouped-query attention and a SwiGLU MLP (Shazeer 2020): the LLaMA/Qwen2 layout,
 that open checkpoints load into the same code (see `hf_loader`). Attention is driven
 entirely by an explicit boolean mask and an explicit `KVCache`; the module keeps no
 state between calls.
+
+Shifted logits (Dream family, `cfg.shifted_logits`): such checkpoints predict token i+1
+at position i, so the prediction for position i comes from the final hidden state of
+position i-1. `forward` is the ONE place that re-aligns them: it returns logits where row
+i is the prediction for token i, like every other model here. For the first row of a
+call, position i-1 is the last cached position; its final hidden state cannot be
+recovered from keys/values, so shifted models keep one extra cache entry after the
+attention layers: keys (B, 1, S, d) = the final (normed) hidden state of every cached
+position, values (B, 1, S, 0). It grows, truncates and spills exactly like a layer, and
+since a cached position's hidden state depends only on tokens of its own and earlier
+blocks, it is the same as in one full block-causal pass. With an empty cache the first
+row uses its own hidden state (the convention of Dream's reference sampler).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -32,13 +45,41 @@ class RMSNorm(nn.Module):
         return self.weight * x32.to(dtype)
 
 
+def rope_inv_freq(cfg: ModelConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(D/2,) float32 rotary frequencies, with llama3 frequency-band scaling applied.
+
+    Linear scaling is applied to the positions instead (see `rotary_cos_sin`).
+    """
+    hd = cfg.head_dim
+    inv_freq = 1.0 / (
+        cfg.rope_theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd)
+    )
+    if cfg.rope_type != "llama3":
+        return inv_freq
+    # Llama 3.1: keep high frequencies, divide low ones by the factor, interpolate between.
+    factor, lo, hi = cfg.rope_scaling_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+    old_len = cfg.rope_original_max_positions
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old_len / lo, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - lo) / (hi - lo)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_len / hi) & (wavelen <= old_len / lo)
+    return torch.where(medium, smoothed, scaled)
+
+
 def rotary_cos_sin(
-    positions: torch.Tensor, head_dim: int, theta: float, scaling: float, dtype: torch.dtype
+    positions: torch.Tensor,
+    head_dim: int,
+    theta: float,
+    scaling: float,
+    dtype: torch.dtype,
+    inv_freq: torch.Tensor | None = None,  # (D/2,); default: plain RoPE frequencies
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """positions (B, T) -> cos, sin (B, 1, T, D) in the rotate-half convention."""
-    inv_freq = 1.0 / (
-        theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
-    )
+    if inv_freq is None:
+        inv_freq = 1.0 / (
+            theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+        )
     freqs = (positions.float() / scaling)[..., None] * inv_freq  # (B, T, D/2)
     emb = torch.cat([freqs, freqs], dim=-1)  # (B, T, D)
     return emb.cos()[:, None].to(dtype), emb.sin()[:, None].to(dtype)
@@ -61,7 +102,7 @@ class Attention(nn.Module):
         self.q_proj = nn.Linear(d, cfg.n_heads * hd, bias=cfg.qkv_bias)
         self.k_proj = nn.Linear(d, cfg.n_kv_heads * hd, bias=cfg.qkv_bias)
         self.v_proj = nn.Linear(d, cfg.n_kv_heads * hd, bias=cfg.qkv_bias)
-        self.o_proj = nn.Linear(cfg.n_heads * hd, d, bias=False)
+        self.o_proj = nn.Linear(cfg.n_heads * hd, d, bias=cfg.o_bias)
 
     def forward(
         self,
@@ -118,7 +159,9 @@ class Block(nn.Module):
 @dataclass
 class ModelOutput:
     logits: torch.Tensor  # (B, T, V), or (N, V) when rows were selected
-    kv: list[LayerKV]  # keys/values of the input tokens, one (k, v) per layer
+    # keys/values of the input tokens, one (k, v) per layer; shifted-logit models add one
+    # more entry, (final hidden (B, 1, T, d), empty (B, 1, T, 0)): see the module docstring
+    kv: list[LayerKV]
 
 
 class CodeTransformer(nn.Module):
@@ -146,12 +189,22 @@ class CodeTransformer(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    @property
+    def cache_entries(self) -> int:
+        """Entries of this model's KVCache: one per layer, plus the hidden-state entry."""
+        return self.cfg.n_layers + (1 if self.cfg.shifted_logits else 0)
+
     def empty_cache(self, batch: int = 1) -> KVCache:
         p = next(self.parameters())
-        return KVCache.empty(
+        cache = KVCache.empty(
             self.cfg.n_layers, self.cfg.n_kv_heads, self.cfg.head_dim,
             batch=batch, dtype=p.dtype, device=p.device,
         )
+        if not self.cfg.shifted_logits:
+            return cache
+        hidden = torch.zeros(batch, 1, 0, self.cfg.d_model, dtype=p.dtype, device=p.device)
+        none = torch.zeros(batch, 1, 0, 0, dtype=p.dtype, device=p.device)
+        return KVCache((*cache.keys, hidden), (*cache.values, none))
 
     def forward(
         self,
@@ -162,9 +215,17 @@ class CodeTransformer(nn.Module):
         *,
         select: torch.Tensor | None = None,  # (B, T) bool: only compute logits at these rows
     ) -> ModelOutput:
+        if cache is not None and cache.n_layers != self.cache_entries:
+            raise ValueError(
+                f"cache has {cache.n_layers} entries, this model uses {self.cache_entries}"
+                " (use model.empty_cache())"
+            )
         x = self.embed_tokens(ids)  # (B, T, d)
+        cfg = self.cfg
+        linear = cfg.rope_scaling_factor if cfg.rope_type == "linear" else 1.0
         cos, sin = rotary_cos_sin(
-            positions, self.cfg.head_dim, self.cfg.rope_theta, self.cfg.rope_scaling_factor, x.dtype
+            positions, cfg.head_dim, cfg.rope_theta, linear, x.dtype,
+            inv_freq=rope_inv_freq(cfg, positions.device),
         )
         if mask is not None:
             mask = mask[:, None] if mask.dim() == 3 else mask[None, None]  # (B|1, 1, T, S+T)
@@ -173,11 +234,28 @@ class CodeTransformer(nn.Module):
             past = cache.layer(i) if cache is not None else None
             x, kv = layer(x, cos, sin, mask, past)
             new_kv.append(kv)
-        x = self.norm(x)
+        x = self.norm(x)  # (B, T, d)
+        if cfg.shifted_logits:
+            x = self._shift(x, cache, new_kv)  # row i now holds the hidden state of i-1
         if select is not None:
             x = x[select]  # (N, d): the LM head is the largest matmul, skip rows without loss
         logits = self.lm_head(x)  # (B, T, V), or (N, V) with `select`
-        if self.cfg.kind == "diffusion" and not self.cfg.shifted_logits:
+        if cfg.kind == "diffusion":
             # The clean sequence never contains a mask token (Seed Diffusion, sec. 3.1).
-            logits[..., self.cfg.mask_token_id] = float("-inf")
+            logits[..., cfg.mask_token_id] = float("-inf")
         return ModelOutput(logits=logits, kv=new_kv)
+
+    def _shift(self, x: torch.Tensor, cache: KVCache | None, new_kv: list[LayerKV]) -> torch.Tensor:
+        """The single place of the shifted-logit convention (see the module docstring).
+
+        x: (B, T, d) final hidden states of this call's tokens. Appends their hidden-state
+        cache entry to `new_kv` and returns (B, T, d) whose row i is the hidden state of
+        position i-1 (the last cached position for row 0).
+        """
+        b, t, _ = x.shape
+        new_kv.append((x[:, None], x.new_zeros(b, 1, t, 0)))  # (B, 1, T, d), (B, 1, T, 0)
+        if cache is not None and cache.length > 0:
+            prev = cache.keys[-1][:, 0, -1:].to(x.dtype)  # (B, 1, d): last cached position
+        else:
+            prev = x[:, :1]  # no earlier position: the first row predicts from itself
+        return torch.cat([prev, x[:, :-1]], dim=1)  # (B, T, d)
