@@ -107,6 +107,7 @@ class DataConfig:
     p_edit_stage2: float = 0.5  # share of edit examples in stage 2
     max_edit_rate: float = 0.1  # Seed Diffusion: a in [0, 0.1]
     t_min: float = 0.05
+    context_loss: bool = True  # noise and denoise the context blocks too, not only the middle
 
 
 @dataclass
@@ -192,40 +193,45 @@ class ExampleBuilder:
             middle, b = self._middle(text, a, b, cfg.max_middle)
             prefix, suffix = self._context(rng, text, a, b, rng.random() < 0.15)
             return self._edit_example(prefix, suffix, middle, rng, g)
+        prefix, suffix, middle = self.infill_pieces(rng, text)
+        if self.kind == "ar":
+            return self._ar_example(prefix, suffix, middle)
+        return self._infill_example(prefix, suffix, middle, block, g)
+
+    def infill_pieces(self, rng: random.Random, text: str) -> tuple[list[int], list[int], list[int]]:
+        """(prefix, suffix, middle) token ids of one random stage-1 cut of `text`."""
+        cfg = self.cfg
         plain = rng.random() < cfg.p_plain
         a, b = self._cut(rng, text, rng.random() < cfg.p_line, 4)
         if plain:
             b = len(text)
         middle, b = self._middle(text, a, b, cfg.plain_middle if plain else cfg.max_middle)
         prefix, suffix = self._context(rng, text, a, b, plain or rng.random() < 0.15)
-        if self.kind == "ar":
-            return self._ar_example(prefix, suffix, middle)
-        return self._infill_example(prefix, suffix, middle, block, g)
+        return prefix, suffix, middle
+
+    def infill_source(self, rng: random.Random) -> tuple[list[int], list[int], list[int], int]:
+        """(prefix, suffix, middle, block size) of one infill example, without corruption.
+
+        Post-training (diffusion_core.posttrain) rolls the model out on these.
+        """
+        text = self._pick(rng)
+        block = rng.choice(self.cfg.block_sizes)
+        prefix, suffix, middle = self.infill_pieces(rng, text)
+        return prefix, suffix, middle, block
 
     def _infill_example(self, prefix, suffix, middle, block: int, g: torch.Generator) -> Example:
         context, mid = format_infill(prefix, suffix, middle, block, self.sp)
-        t_ctx, m = len(context), len(mid)
-        n_ctx_blocks = math.ceil(t_ctx / block)
-        block_ids = torch.cat([torch.arange(t_ctx) // block, n_ctx_blocks + torch.arange(m) // block])
-        clean = torch.tensor(context + mid)
-        noisy_index = torch.arange(t_ctx, t_ctx + m)
-        # one mask rate per block (BD3-LM), ELBO-weighted loss on masked tokens
-        n_blocks = m // block
-        t = self.cfg.t_min + (1 - self.cfg.t_min) * torch.rand(n_blocks, generator=g)
-        t_tok = t.repeat_interleave(block)  # (m,)
-        masked = torch.rand(m, generator=g) < t_tok
-        noisy = torch.where(masked, torch.full((m,), self.sp.mask), clean[noisy_index])
-        targets = torch.full((t_ctx + 2 * m,), -100)
-        targets[t_ctx + m :] = torch.where(masked, clean[noisy_index], torch.full((m,), -100))
-        weights = torch.zeros(t_ctx + 2 * m)
-        weights[t_ctx + m :] = torch.where(masked, loss_weight(t_tok), torch.zeros(m))
-        return Example(
-            ids=torch.cat([clean, noisy]),
-            positions=torch.cat([torch.arange(t_ctx + m), noisy_index]),
-            mask=two_stream_mask(block_ids, noisy_index),
-            targets=targets,
-            weights=weights,
-            region=m,
+        # With context_loss every block of the sequence is noised and denoised (BD3-LM's
+        # objective on the whole FIM sequence, as FIM AR models take loss on every token);
+        # otherwise only the middle. One mask rate per block, ELBO-weighted masked loss.
+        start = 0 if self.cfg.context_loss else len(context)
+        bid = infill_block_ids(len(context), len(mid), block)[start:]  # (n,)
+        bid = bid - bid[0]
+        t = self.cfg.t_min + (1 - self.cfg.t_min) * torch.rand(int(bid[-1]) + 1, generator=g)
+        t_tok = t[bid]  # (n,)
+        masked = torch.rand(bid.numel(), generator=g) < t_tok
+        return masked_infill_example(
+            context, mid, block, masked, loss_weight(t_tok), self.sp.mask, noisy_from=start
         )
 
     def _edit_example(self, prefix, suffix, middle, rng: random.Random, g: torch.Generator) -> Example:
@@ -271,6 +277,45 @@ class ExampleBuilder:
         rng = random.Random(f"{self.seed}/{step}/{rank}")
         g = torch.Generator().manual_seed(rng.getrandbits(63))
         return collate([self.example(rng, g, stage) for _ in range(batch_size)], self.sp.pad)
+
+
+def infill_block_ids(n_context: int, n_middle: int, block: int) -> torch.Tensor:
+    """(T,) block ids: the context in blocks of `block` from its start (the last one may be
+    short), then the middle starting a fresh block, as the sampler sees them."""
+    n_ctx_blocks = math.ceil(n_context / block)
+    return torch.cat([torch.arange(n_context) // block, n_ctx_blocks + torch.arange(n_middle) // block])
+
+
+def masked_infill_example(
+    context: list[int], mid: list[int], block: int, masked: torch.Tensor, weights: torch.Tensor,
+    mask_id: int, *, noisy_from: int | None = None,
+) -> Example:
+    """Two-stream (BD3-LM) example: the clean sequence, then a noisy copy of its positions
+    from `noisy_from` on (default: the middle only) with `masked` hidden.
+
+    mid: the padded middle (whole blocks); masked, weights: (n,) for the n noisy positions,
+    weights are the loss weights of masked positions. Targets are the clean tokens.
+    """
+    seq = context + mid
+    t_all = len(seq)
+    start = len(context) if noisy_from is None else noisy_from
+    n = t_all - start
+    block_ids = infill_block_ids(len(context), len(mid), block)
+    clean = torch.tensor(seq)
+    noisy_index = torch.arange(start, t_all)
+    noisy = torch.where(masked, torch.full((n,), mask_id), clean[noisy_index])
+    targets = torch.full((t_all + n,), -100)
+    targets[t_all:] = torch.where(masked, clean[noisy_index], torch.full((n,), -100))
+    w = torch.zeros(t_all + n)
+    w[t_all:] = torch.where(masked, weights, torch.zeros(n))
+    return Example(
+        ids=torch.cat([clean, noisy]),
+        positions=torch.cat([torch.arange(t_all), noisy_index]),
+        mask=two_stream_mask(block_ids, noisy_index),
+        targets=targets,
+        weights=w,
+        region=n,
+    )
 
 
 def collate(examples: list[Example], pad_id: int) -> Batch:

@@ -19,8 +19,10 @@ import torch
 
 from diffusion_core.kv_cache import KVCache
 from diffusion_core.model import CodeTransformer
+from diffusion_core.policy import commit_mask
 
 CancelFn = Callable[[], bool]
+StepHook = Callable[[int, torch.Tensor], None]  # (block start position, block ids (B,))
 
 
 class Cancelled(Exception):  # noqa: N818 - reads as a state, like asyncio.CancelledError
@@ -130,8 +132,14 @@ def sample_blocks(
     stop: StopRule,
     cancel: CancelFn | None = None,
     max_steps_per_block: int = 0,
+    on_step: StepHook | None = None,
 ) -> SampleResult:
-    """Greedy block-wise parallel decoding with a confidence threshold."""
+    """Greedy block-wise parallel decoding with a confidence threshold.
+
+    `on_step(start, block)`, if given, sees the block's token ids (B,) after every
+    denoising step (start = the block's first position): post-training records the order
+    in which positions were committed with it.
+    """
     device = next(model.parameters()).device
     stats = SampleStats()
     out: list[int] = []
@@ -145,17 +153,13 @@ def sample_blocks(
         for step in range(max_steps):
             _check(cancel)
             t0 = time.perf_counter()
-            masked = x[0] == mask_id  # (B,)
             logits = model(x, pos, None, cache).logits[0].float()  # (B, V)
             probs = torch.softmax(logits, dim=-1)
             conf, pred = probs.max(dim=-1)  # (B,)
-            conf = torch.where(masked, conf, torch.full_like(conf, -1.0))
-            commit = masked & (conf >= threshold)
-            if step == max_steps - 1:
-                commit = masked
-            if not bool(commit.any()):
-                commit = torch.zeros_like(masked)
-                commit[int(conf.argmax())] = True
+            commit = commit_mask(
+                x[0], conf, pred, mask_id=mask_id, eoi_id=stop.eoi_id, threshold=threshold,
+                last_step=step == max_steps - 1,
+            )
             x[0] = torch.where(commit, pred, x[0])
             conf_block = torch.where(commit, conf, conf_block)
             # Everything after a committed end-of-infill (or newline, in single-line mode)
@@ -166,6 +170,8 @@ def sample_blocks(
                 tail = x[0, first + 1 :]
                 x[0, first + 1 :] = torch.where(tail == mask_id, torch.full_like(tail, stop.eoi_id), tail)
             n_new = int(commit.sum())
+            if on_step is not None:
+                on_step(start, x[0].clone())
             stats.steps += 1
             stats.tokens_per_step.append(n_new)
             stats.step_ms.append((time.perf_counter() - t0) * 1000)

@@ -52,6 +52,7 @@ class TrainConfig:
     heldout_fraction: float = 0.02
     checkpoint_seconds: float = 300.0
     tokenizer: str | None = None  # reuse a tokenizer.json (the AR baseline shares the diffusion one)
+    init_from: str | None = None  # start from these weights: a model dir or a run's checkpoint dir
     forbidden: tuple[str, ...] = ()
     data: DataConfig = field(default_factory=DataConfig)
 
@@ -131,6 +132,18 @@ def load_checkpoint(path: Path, model, opt: torch.optim.AdamW) -> dict:
     return json.loads((path / "state.json").read_text())
 
 
+def init_weights(model: CodeTransformer, path: Path) -> None:
+    """Load weights only (no optimizer state) from a model dir or a checkpoint dir."""
+    if (path / "state.safetensors").exists():
+        tensors = load_file(str(path / "state.safetensors"))
+        sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    else:
+        sd = load_file(str(path / "model.safetensors"))
+    if model.cfg.tie_embeddings:
+        sd["lm_head.weight"] = sd["embed_tokens.weight"]
+    model.load_state_dict({k: v.float() for k, v in sd.items()})
+
+
 def _config_dict(cfg: TrainConfig) -> dict:
     d = asdict(cfg)
     d["data_dirs"] = list(cfg.data_dirs)
@@ -183,6 +196,10 @@ def train(cfg: TrainConfig, *, device: str | None = None, max_seconds: float | N
         state = load_checkpoint(ckpt, model, opt)
         if rank == 0:
             log(f"resumed from step {state['step']}")
+    elif cfg.init_from:
+        init_weights(model, Path(cfg.init_from))
+        if rank == 0:
+            log(f"initialised from {cfg.init_from}")
     if rank == 0:
         mcfg.save(out / "config.json")
         (out / "train_config.json").write_text(json.dumps(_config_dict(cfg), indent=2))

@@ -3,6 +3,7 @@
 import torch
 
 from diffusion_core.masks import block_causal_mask, causal_mask
+from diffusion_core.policy import commit_mask
 from diffusion_core.sampler import StopRule, encode, sample_blocks
 
 
@@ -60,14 +61,8 @@ def _uncached_sample(model, ctx, *, block_size, threshold, max_tokens, mask_id, 
             logits = model(torch.tensor([full]), torch.arange(n)[None], block_causal_mask(bid)).logits[0, start:]
             probs = torch.softmax(logits.float(), -1)
             conf, pred = probs.max(-1)
-            masked = torch.tensor(block) == mask_id
-            conf = torch.where(masked, conf, torch.full_like(conf, -1.0))
-            commit = masked & (conf >= threshold)
-            if step == block_size - 1:
-                commit = masked
-            if not commit.any():
-                commit = torch.zeros_like(masked)
-                commit[int(conf.argmax())] = True
+            commit = commit_mask(torch.tensor(block), conf, pred, mask_id=mask_id, eoi_id=stop.eoi_id,
+                                 threshold=threshold, last_step=step == block_size - 1)
             x = torch.where(commit, pred, torch.tensor(block))
             ends = commit & (pred == stop.eoi_id)
             if ends.any():

@@ -1,0 +1,42 @@
+"""Commit policy of the block sampler: which masked positions are decided in this step.
+
+Confidence-threshold parallel decoding (Fast-dLLM, Wu et al. 2025): every masked position
+whose top probability reaches the threshold is committed, at least the most confident one
+per step, and all of them at the last allowed step.
+
+End-of-infill is decided left to right: a position may commit `<eoi>` only when it is the
+leftmost masked position of the block. Masked diffusion models otherwise commit the
+(frequent, easy) padding token early and everywhere and return empty infills, the
+"early EOS" failure that LLaDA/Dream samplers also guard against.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def commit_mask(
+    block: torch.Tensor,  # (B,) current block ids, mask_id where undecided
+    conf: torch.Tensor,  # (B,) top probability per position
+    pred: torch.Tensor,  # (B,) argmax token per position
+    *,
+    mask_id: int,
+    eoi_id: int,
+    threshold: float,
+    last_step: bool,
+) -> torch.Tensor:
+    """(B,) bool: positions to commit now (always at least one while any is masked)."""
+    masked = block == mask_id
+    if not bool(masked.any()):
+        return masked
+    frontier = int(masked.nonzero()[0])
+    allowed = masked & ((pred != eoi_id) | (torch.arange(block.numel(), device=block.device) == frontier))
+    if last_step:
+        # the rest is forced; an <eoi> beyond the frontier ends the infill there anyway
+        return masked
+    score = torch.where(allowed, conf, torch.full_like(conf, -1.0))
+    commit = allowed & (conf >= threshold)
+    if not bool(commit.any()):
+        commit = torch.zeros_like(masked)
+        commit[int(score.argmax())] = True
+    return commit
