@@ -1,0 +1,64 @@
+// Language client middleware: keeps client-only settings away from the server and tells
+// the status bar when a model request finished. No vscode-languageclient import here (types
+// only), so it is unit-tested with the mocked `vscode` module.
+
+import type { CancellationToken } from "vscode";
+import type { Middleware } from "vscode-languageclient";
+
+import { filterServerSection, SECTION } from "./settings";
+
+type ConfigurationParams = { items: Array<{ section?: string; scopeUri?: string }> };
+
+/**
+ * Answers workspace/configuration with only the server's keys of the `diffusionLsp`
+ * section (the `server.*`, `languages`, `trace` keys are the client's own).
+ */
+export async function filterConfigurationResult(
+  params: ConfigurationParams,
+  result: unknown,
+): Promise<unknown> {
+  if (!Array.isArray(result)) {
+    return result;
+  }
+  return result.map((value, i) =>
+    params.items[i]?.section === SECTION ? filterServerSection(value) : value,
+  );
+}
+
+export type RequestKind = "completion" | "inlineCompletion" | "codeAction";
+
+/** Called when a model request finished: its kind, wall time seen by the editor, success. */
+export type RequestDone = (kind: RequestKind, ms: number, ok: boolean) => void;
+
+async function timed<T>(kind: RequestKind, run: () => T | Thenable<T>, done: RequestDone): Promise<T> {
+  const t0 = performance.now();
+  let ok = false;
+  try {
+    const result = await run();
+    ok = true;
+    return result;
+  } finally {
+    done(kind, performance.now() - t0, ok);
+  }
+}
+
+/**
+ * The middleware: times every completion, inline completion and code action request (the
+ * status bar shows the last latency) and filters workspace/configuration answers.
+ */
+export function createMiddleware(onRequestDone: RequestDone): Middleware {
+  return {
+    provideCompletionItem: (document, position, context, token, next) =>
+      timed("completion", () => next(document, position, context, token), onRequestDone),
+    provideInlineCompletionItems: (document, position, context, token, next) =>
+      timed("inlineCompletion", () => next(document, position, context, token), onRequestDone),
+    provideCodeActions: (document, range, context, token, next) =>
+      timed("codeAction", () => next(document, range, context, token), onRequestDone),
+    workspace: {
+      configuration: async (params, token: CancellationToken, next) => {
+        const result = await next(params, token);
+        return filterConfigurationResult(params, result) as ReturnType<typeof next>;
+      },
+    },
+  } as Middleware;
+}

@@ -1,0 +1,51 @@
+import * as assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { createMiddleware, filterConfigurationResult } from "../src/middleware";
+
+test("workspace/configuration answers carry only server keys for our section", async () => {
+  const params = { items: [{ section: "diffusionLsp" }, { section: "python" }] };
+  const result = [
+    { modelPath: "/m", threshold: 0.5, server: { pythonPath: "/py" }, languages: ["python"] },
+    { server: "kept" },
+  ];
+  assert.deepEqual(await filterConfigurationResult(params, result), [
+    { modelPath: "/m", threshold: 0.5 },
+    { server: "kept" },
+  ]);
+});
+
+test("middleware forwards requests and reports when each finished, even on failure", async () => {
+  let done = 0;
+  const seen: Array<[string, boolean]> = [];
+  const mw = createMiddleware((kind, ms, ok) => {
+    done += 1;
+    assert.ok(ms >= 0);
+    seen.push([kind, ok]);
+  }) as any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const token = { isCancellationRequested: false };
+  const items = await mw.provideCompletionItem("doc", "pos", {}, token, async () => ["item"]);
+  assert.deepEqual(items, ["item"]);
+  assert.equal(done, 1);
+  const inline = await mw.provideInlineCompletionItems("doc", "pos", {}, token, () => ["ghost"]);
+  assert.deepEqual(inline, ["ghost"]);
+  assert.equal(done, 2);
+  await assert.rejects(
+    mw.provideCodeActions("doc", "range", {}, token, async () => {
+      throw new Error("cancelled");
+    }),
+    /cancelled/,
+  );
+  assert.equal(done, 3);
+  assert.deepEqual(seen, [
+    ["completion", true],
+    ["inlineCompletion", true],
+    ["codeAction", false],
+  ]);
+  const cfg = await mw.workspace.configuration(
+    { items: [{ section: "diffusionLsp" }] },
+    token,
+    async () => [{ device: "cpu", statusRefreshMs: 5 }],
+  );
+  assert.deepEqual(cfg, [{ device: "cpu" }]);
+});

@@ -1,0 +1,169 @@
+-- Test helpers loaded into the embedded Neovim (dofile) by test_nvim.py. Every wait is
+-- vim.wait on a predicate with a deadline; nothing sleeps a fixed time.
+
+E2E = { responses = {} }
+
+local dl -- the plugin module
+
+--- Puts the plugin on the runtime path and calls its setup() like a user config would.
+function E2E.setup(plugin_dir, cmd, settings)
+  vim.opt.rtp:prepend(plugin_dir)
+  vim.cmd('filetype on')
+  vim.g.mapleader = ' '
+  vim.o.completeopt = 'menuone,noinsert' -- the menu shows even for one item; <C-y> accepts
+  dl = require('diffusion_lsp')
+  dl.setup({ cmd = cmd, settings = settings })
+  return {
+    enabled = vim.lsp.is_enabled(dl.NAME),
+    commands = {
+      repair = vim.fn.exists(':DiffusionRepair') == 2,
+      status = vim.fn.exists(':DiffusionStatus') == 2,
+      restart = vim.fn.exists(':DiffusionRestart') == 2,
+    },
+  }
+end
+
+--- Records every answer the client gets, per method (the real handlers still run).
+local function record(client)
+  local request = client.request
+  client.request = function(self, method, params, handler, bufnr)
+    return request(self, method, params, function(err, result, ctx, config)
+      E2E.responses[method] = E2E.responses[method] or {}
+      table.insert(E2E.responses[method], { err = err, result = result })
+      if handler then
+        return handler(err, result, ctx, config)
+      end
+    end, bufnr)
+  end
+end
+
+--- Opens a file and waits until the plugin's client is attached and initialized.
+function E2E.open(path, timeout)
+  vim.cmd.edit(vim.fn.fnameescape(path))
+  local t0 = vim.uv.now()
+  local ok = vim.wait(timeout, function()
+    local c = dl.get_client(0)
+    return c ~= nil and c.initialized == true
+  end, 10)
+  local client = dl.get_client(0)
+  if client then
+    record(client)
+  end
+  local caps = client and client.server_capabilities or {}
+  return {
+    attached = ok,
+    ms = vim.uv.now() - t0,
+    filetype = vim.bo.filetype,
+    completion = caps.completionProvider ~= nil,
+    inline = caps.inlineCompletionProvider ~= nil,
+    code_action = caps.codeActionProvider ~= nil,
+    omnifunc = vim.bo.omnifunc,
+    repair_map = vim.fn.maparg('<leader>dr', 'n') ~= '',
+    repair_map_visual = vim.fn.maparg('<leader>dr', 'x') ~= '',
+  }
+end
+
+--- Polls diffusion-lsp.status (one request at a time) until the model is loaded or failed.
+function E2E.wait_model(timeout)
+  local status, pending = nil, false
+  local ok = vim.wait(timeout, function()
+    if type(status) == 'table' and not status.loading then
+      return true
+    end
+    if not pending then
+      pending = true
+      dl.status(function(_, s)
+        status, pending = s, false
+      end)
+    end
+    return false
+  end, 10)
+  return { ok = ok, status = status, line = dl.format_status(status) }
+end
+
+--- Waits until `method` got at least `n` answers; returns the last one.
+function E2E.wait_response(method, n, timeout)
+  local ok = vim.wait(timeout, function()
+    return #(E2E.responses[method] or {}) >= n
+  end, 10)
+  local all = E2E.responses[method] or {}
+  return { ok = ok, count = #all, last = all[#all] }
+end
+
+--- Starts LSP completion at the cursor (insert mode) and waits for the menu.
+function E2E.complete(timeout)
+  local before = #(E2E.responses['textDocument/completion'] or {})
+  vim.lsp.completion.get()
+  local ok = vim.wait(timeout, function()
+    return vim.fn.pumvisible() == 1 or #(E2E.responses['textDocument/completion'] or {}) > before
+  end, 10)
+  -- the menu opens right after the answer, in the same callback
+  local info = vim.fn.complete_info({ 'items', 'selected', 'pum_visible' })
+  return {
+    ok = ok,
+    mode = vim.api.nvim_get_mode().mode,
+    pum_visible = info.pum_visible == 1,
+    words = vim.tbl_map(function(i)
+      return i.word
+    end, info.items or {}),
+    selected = info.selected,
+  }
+end
+
+function E2E.wait_tick(tick, timeout)
+  return vim.wait(timeout, function()
+    return vim.b.changedtick ~= tick
+  end, 10)
+end
+
+function E2E.state()
+  return {
+    lines = vim.api.nvim_buf_get_lines(0, 0, -1, false),
+    cursor = vim.api.nvim_win_get_cursor(0),
+    mode = vim.api.nvim_get_mode().mode,
+    tick = vim.b.changedtick,
+    offset_encoding = (dl.get_client(0) or {}).offset_encoding,
+  }
+end
+
+--- Runs :checkhealth diffusion_lsp and returns the report lines.
+function E2E.checkhealth()
+  vim.cmd('checkhealth diffusion_lsp')
+  local lines = vim.api.nvim_buf_get_lines(0, 0, -1, false)
+  vim.cmd('bwipeout!')
+  return lines
+end
+
+--- Repairs through the plugin's Lua API and waits for the outcome.
+function E2E.repair(range, timeout)
+  local result
+  dl.repair({
+    range = range,
+    quiet = true,
+    on_done = function(r)
+      result = r
+    end,
+  })
+  local ok = vim.wait(timeout, function()
+    return result ~= nil
+  end, 10)
+  return { ok = ok, result = result, state = E2E.state() }
+end
+
+--- Offers a completion result through Neovim's own LSP conversion (which applies the
+--- plugin's `convert`) and opens the menu, as vim.lsp.completion does with an answer.
+--- Used for a multi-line item, which the tiny random model does not reliably produce.
+function E2E.offer(result, start_col)
+  local client = dl.get_client(0)
+  local line = vim.api.nvim_get_current_line()
+  local col = vim.api.nvim_win_get_cursor(0)[2]
+  local prefix = line:sub(start_col + 1, col)
+  local items = vim.lsp.completion._lsp_to_complete_items(result, prefix, client.id)
+  vim.fn.complete(start_col + 1, items)
+  return {
+    mode = vim.api.nvim_get_mode().mode,
+    words = vim.tbl_map(function(i)
+      return i.word
+    end, items),
+  }
+end
