@@ -147,10 +147,12 @@ def sample_blocks(
     max_steps = max_steps_per_block or block_size
     while len(out) < max_tokens:
         start = cache.length
-        x = torch.full((1, block_size), mask_id, dtype=torch.long, device=device)  # (1, B)
-        conf_block = torch.zeros(block_size, device=device)
-        pos = _positions(start, block_size, device)
-        for step in range(max_steps):
+        # the last block is cut to the tokens still wanted: no steps spent past max_tokens
+        n = min(block_size, max_tokens - len(out))
+        x = torch.full((1, n), mask_id, dtype=torch.long, device=device)  # (1, n)
+        conf_block = torch.zeros(n, device=device)
+        pos = _positions(start, n, device)
+        for step in range(min(max_steps, n)):
             _check(cancel)
             t0 = time.perf_counter()
             logits = model(x, pos, None, cache).logits[0].float()  # (B, V)
@@ -158,7 +160,7 @@ def sample_blocks(
             conf, pred = probs.max(dim=-1)  # (B,)
             commit = commit_mask(
                 x[0], conf, pred, mask_id=mask_id, eoi_id=stop.eoi_id, threshold=threshold,
-                last_step=step == max_steps - 1,
+                last_step=step == min(max_steps, n) - 1,
             )
             x[0] = torch.where(commit, pred, x[0])
             conf_block = torch.where(commit, conf, conf_block)

@@ -63,13 +63,23 @@ def _version() -> str:
         return "0+unknown"
 
 
+_BROKEN: dict[str, str] = {}
+
+
 def _import(module: str):
+    """The subcommand's module, or None if it cannot be imported.
+
+    One broken subcommand must never take the others (the server above all) down with it:
+    the failure is reported when that subcommand is run.
+    """
     try:
         return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and module.startswith(e.name):
-            return None  # not built yet: the subcommand says so when run
-        raise
+    except ImportError as e:
+        if isinstance(e, ModuleNotFoundError) and e.name and module.startswith(e.name):
+            _BROKEN[module] = "not built yet in this version"
+        else:
+            _BROKEN[module] = f"cannot be loaded: {e}"
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     mod = _import(args._module)
     if mod is None:
-        print(f"diffusion-lsp {args._name}: not built yet in this version", file=sys.stderr)
+        why = _BROKEN.get(args._module, "not built yet in this version")
+        print(f"diffusion-lsp {args._name}: {why}", file=sys.stderr)
         return 2
     runner = getattr(mod, f"run_{args._name}", None) or mod.run
     try:

@@ -1,0 +1,129 @@
+"""`diffusion-lsp complete` and `diffusion-lsp repair`: the server's jobs on one file.
+
+Both print their result and never touch the file. Lines are 1-based (as editors show
+them); `--character` is a 0-based count of Unicode code points into the line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lsp_server.positions import UTF32, LineIndex
+
+LINES_NOTE = "lines are 1-based (--line 12 is the 12th line); --character is 0-based, in code points"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, help="source file (read only, never modified)")
+    p.add_argument("--model", metavar="DIR", help="model directory (default: the embedded model)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+
+
+def add_complete_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = f"Complete the code at a position of FILE and print it ({LINES_NOTE})."
+    _common(p)
+    p.add_argument("--line", type=int, required=True, help="1-based line of the cursor")
+    p.add_argument("--character", type=int, default=None,
+                   help="0-based column of the cursor in code points (default: end of line)")
+    p.add_argument("--max-tokens", type=int, default=None, help="most tokens to generate")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="confidence needed to commit a token in a step, 0..1")
+    p.add_argument("--block-size", type=int, default=None, help="tokens per denoising block")
+    p.add_argument("--mode", choices=["auto", "single", "multi"], default="auto",
+                   help="single line, multi line, or chosen from the cursor context (default)")
+
+
+def add_repair_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Propose a repair of lines START..END of FILE and print it as a diff "
+                     f"({LINES_NOTE}; both ends inclusive).")
+    _common(p)
+    p.add_argument("--start-line", type=int, required=True, help="first line (1-based)")
+    p.add_argument("--end-line", type=int, required=True, help="last line (1-based, inclusive)")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise SystemExit(f"diffusion-lsp: cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise SystemExit(f"diffusion-lsp: {path} is not UTF-8 text: {e}") from None
+
+
+def _engine(args, **sampler):
+    from diffusion_core.checkpoint import ModelLoadError
+    from diffusion_core.config import SamplerConfig
+    from diffusion_core.engine import Engine
+
+    try:
+        cfg = SamplerConfig().replace(**{k: v for k, v in sampler.items() if v is not None})
+    except ValueError as e:
+        raise SystemExit(f"diffusion-lsp: {e}") from None
+    try:
+        return Engine.from_path(args.model, device=args.device, sampler=cfg)
+    except ModelLoadError as e:
+        raise SystemExit(f"diffusion-lsp: cannot load the model: {e}") from None
+
+
+def run_complete(args: argparse.Namespace) -> int:
+    from lsp_server import jobs
+
+    text = _read(args.file)
+    index = LineIndex(text)
+    if not 1 <= args.line <= index.line_count:
+        print(f"diffusion-lsp: --line {args.line} is outside 1..{index.line_count}", file=sys.stderr)
+        return 2
+    line = args.line - 1
+    n_chars = len(index.line_text(line))
+    character = n_chars if args.character is None else args.character
+    if not 0 <= character <= n_chars:
+        print(f"diffusion-lsp: --character {character} is outside 0..{n_chars} for line "
+              f"{args.line}", file=sys.stderr)
+        return 2
+    offset = index.offset(line, character, UTF32)
+    engine = _engine(args, max_tokens=args.max_tokens, threshold=args.threshold,
+                     block_size=args.block_size)
+    mode = None if args.mode == "auto" else args.mode
+    res = jobs.run_completion(engine, text, offset, mode=mode)
+    if args.json:
+        out = {"file": str(args.file), "line": args.line, "character": character, **res.to_json()}
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+    else:
+        sys.stdout.write(res.text + ("\n" if res.text and not res.text.endswith("\n") else ""))
+    return 0
+
+
+def run_repair(args: argparse.Namespace) -> int:
+    import difflib
+
+    from lsp_server import jobs
+
+    text = _read(args.file)
+    n = LineIndex(text).line_count
+    if not 1 <= args.start_line <= args.end_line <= n:
+        print(f"diffusion-lsp: need 1 <= --start-line <= --end-line <= {n}", file=sys.stderr)
+        return 2
+    engine = _engine(args)
+    try:
+        res = jobs.run_repair(engine, text, args.start_line - 1, args.end_line - 1)
+    except ValueError as e:  # block longer than the repair limit
+        print(f"diffusion-lsp: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        out = {"file": str(args.file), **res.to_json(),
+               "start_line": res.start_line + 1, "end_line": res.end_line + 1}
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+    elif not res.changed:
+        print(f"no change proposed for lines {args.start_line}-{args.end_line}", file=sys.stderr)
+    else:
+        from lsp_server.edits import apply_edits
+
+        name = str(args.file)
+        sys.stdout.writelines(difflib.unified_diff(
+            text.splitlines(keepends=True), apply_edits(text, res.edits).splitlines(keepends=True),
+            fromfile=f"a/{name}", tofile=f"b/{name}", n=1))
+    return 0
