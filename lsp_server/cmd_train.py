@@ -1,4 +1,11 @@
-"""`diffusion-lsp train`: two-stage training from source directories (see diffusion_core.train)."""
+"""`diffusion-lsp train`: two-stage training from source directories (see diffusion_core.train),
+and the Seed Diffusion post-training stages on top of a trained model (see
+diffusion_core.posttrain and docs/posttraining.md):
+
+    diffusion-lsp train DATA... --out RUN                                  # pre-training
+    diffusion-lsp train --stage order --init-from MODEL DATA... --out RUN2   # best own orders
+    diffusion-lsp train --stage onpolicy --init-from RUN2/model DATA... --out RUN3
+"""
 
 from __future__ import annotations
 
@@ -10,17 +17,37 @@ from diffusion_core.train import PRESETS, TrainConfig, train
 
 EVAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "eval"
 
+# Defaults that differ between pre-training and post-training (None on the command line).
+PRETRAIN_DEFAULTS = {"steps": 800, "batch_size": 16, "lr": 2e-3, "warmup": 60}
+POSTTRAIN_DEFAULTS = {"steps": 200, "batch_size": 8, "lr": 1e-4, "warmup": 10}
+
+
+def _schedule(text: str) -> tuple[float, int]:
+    try:
+        thr, cap = text.split(":") if ":" in text else (text, "0")
+        return float(thr), int(cap)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected THRESHOLD[:MAX_STEPS_PER_BLOCK], got {text!r}") from e
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data_dirs", nargs="+", help="directories of Python source to train on")
     p.add_argument("--out", required=True, help="run directory: checkpoint/, model/, logs")
+    p.add_argument("--stage", choices=["pretrain", "order", "onpolicy"], default="pretrain",
+                   help="pretrain (two-stage training from scratch), or a post-training stage on top of "
+                        "--init-from: order (constrained-order distillation) or onpolicy (step reduction)")
+    p.add_argument("--init-from", metavar="MODEL_DIR",
+                   help="order/onpolicy: the model directory to post-train (default: the shipped model); "
+                        "pretrain: start from these weights (a model dir or a run's checkpoint dir)")
     p.add_argument("--kind", choices=["diffusion", "ar"], default="diffusion",
                    help="diffusion model, or the same-size autoregressive baseline")
     p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model size")
-    p.add_argument("--steps", type=int, default=800, help="optimizer steps (cosine schedule length)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup", type=int, default=60)
+    p.add_argument("--steps", type=int, help="optimizer steps (cosine schedule length; "
+                   f"default {PRETRAIN_DEFAULTS['steps']}, post-training {POSTTRAIN_DEFAULTS['steps']})")
+    p.add_argument("--batch-size", type=int, help="examples per step (default 16; post-training: "
+                   "source examples rolled out per step, default 8)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 2e-3, post-training 1e-4)")
+    p.add_argument("--warmup", type=int, help="warmup steps (default 60, post-training 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stage2-fraction", type=float, default=0.2,
                    help="share of the last steps trained with edit corruption (Seed Diffusion stage 2)")
@@ -31,17 +58,56 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="never read training data under this directory (../shared/eval always excluded)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true")
+    g = p.add_argument_group("post-training (--stage order|onpolicy)")
+    g.add_argument("--heldout-fraction", type=float, default=0.02,
+                   help="share of files held out (must match pre-training; the before/after set comes from them)")
+    g.add_argument("--rollouts", type=int, default=4, help="order: trajectories sampled per example (best kept)")
+    g.add_argument("--order-temperature", type=float, default=1.0,
+                   help="order: Gumbel noise on the log-confidences that choose the committed positions")
+    g.add_argument("--onpolicy-schedule", action="append", type=_schedule, metavar="THR[:STEPS]",
+                   help="onpolicy: a rollout schedule, confidence threshold and max steps per block "
+                        "(0 = block size); repeat for several (default 0.5:8 and 0.7:16)")
+    g.add_argument("--states-per-trajectory", type=int, default=2,
+                   help="fine-tuning examples drawn from each kept trajectory")
+    g.add_argument("--eval-examples", type=int, default=32,
+                   help="size of the fixed held-out set for tokens-per-step before/after")
+
+
+def _resolved(args: argparse.Namespace, defaults: dict) -> dict:
+    return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
 
 
 def run(args: argparse.Namespace) -> int:
     forbidden = tuple(args.exclude) + ((str(EVAL_DIR),) if EVAL_DIR.exists() else ())
+    max_s = args.max_minutes * 60 if args.max_minutes else None
+    if args.stage != "pretrain":
+        return _run_posttrain(args, forbidden, max_s)
+    v = _resolved(args, PRETRAIN_DEFAULTS)
     cfg = TrainConfig(
         data_dirs=tuple(args.data_dirs), out_dir=args.out, kind=args.kind, preset=args.preset,
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, seed=args.seed,
+        steps=v["steps"], batch_size=v["batch_size"], lr=v["lr"], warmup=v["warmup"], seed=args.seed,
         stage2_fraction=args.stage2_fraction, tokenizer=args.tokenizer, forbidden=forbidden,
-        checkpoint_seconds=args.checkpoint_minutes * 60, data=DataConfig(),
+        checkpoint_seconds=args.checkpoint_minutes * 60, init_from=args.init_from, data=DataConfig(),
     )
-    max_s = args.max_minutes * 60 if args.max_minutes else None
     state = train(cfg, device=args.device, max_seconds=max_s, progress=not args.no_progress)
     print(f"step {state['step']}/{cfg.steps}; model written to {Path(args.out) / 'model'}")
+    return 0
+
+
+def _run_posttrain(args: argparse.Namespace, forbidden: tuple[str, ...], max_s: float | None) -> int:
+    from diffusion_core.posttrain import PostTrainConfig, posttrain
+
+    if args.kind != "diffusion":
+        raise SystemExit("diffusion-lsp train: post-training stages need a diffusion model (--kind diffusion)")
+    v = _resolved(args, POSTTRAIN_DEFAULTS)
+    extra = {"onpolicy_schedules": tuple(args.onpolicy_schedule)} if args.onpolicy_schedule else {}
+    cfg = PostTrainConfig(
+        stage=args.stage, data_dirs=tuple(args.data_dirs), out_dir=args.out, init_from=args.init_from,
+        steps=v["steps"], batch_size=v["batch_size"], lr=v["lr"], warmup=v["warmup"], seed=args.seed,
+        heldout_fraction=args.heldout_fraction, checkpoint_seconds=args.checkpoint_minutes * 60,
+        forbidden=forbidden, rollouts=args.rollouts, order_temperature=args.order_temperature,
+        states_per_trajectory=args.states_per_trajectory, eval_examples=args.eval_examples, **extra,
+    )
+    state = posttrain(cfg, device=args.device, max_seconds=max_s, progress=not args.no_progress)
+    print(f"{cfg.stage} step {state['step']}/{cfg.steps}; model written to {Path(args.out) / 'model'}")
     return 0

@@ -1,0 +1,66 @@
+"""Configuration of a post-training run (`diffusion-lsp train --stage order|onpolicy`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from diffusion_core.data import DataConfig
+
+STAGES = ("order", "onpolicy")
+
+
+def _posttrain_data() -> DataConfig:
+    # Post-training rolls the model out on every example, so middles are kept shorter than
+    # in pre-training, and the block size is the one the server decodes with.
+    return DataConfig(max_middle=64, plain_middle=96, block_sizes=(32,))
+
+
+@dataclass(frozen=True)
+class PostTrainConfig:
+    stage: str  # "order" (constrained-order distillation) or "onpolicy" (step reduction)
+    data_dirs: tuple[str, ...]
+    out_dir: str
+    init_from: str | None = None  # model directory; None = the shipped default model
+    steps: int = 200
+    batch_size: int = 8  # source examples rolled out per optimizer step
+    lr: float = 1e-4
+    min_lr_ratio: float = 0.1
+    warmup: int = 10
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    heldout_fraction: float = 0.02  # must match pre-training, so the held-out files stay unseen
+    checkpoint_seconds: float = 300.0
+    forbidden: tuple[str, ...] = ()
+    data: DataConfig = field(default_factory=_posttrain_data)
+    states_per_trajectory: int = 2  # fine-tuning examples drawn from each kept trajectory
+    # constrained-order distillation
+    rollouts: int = 4  # K trajectories per example; the best-scoring one is kept
+    order_threshold: float = 0.9  # how many positions a step commits (as the sampler would)
+    order_temperature: float = 1.0  # Gumbel noise on log-confidences; 0 = the greedy order
+    # on-policy step reduction: (confidence threshold, max steps per block; 0 = block size),
+    # tried in order; the verified rollout with the fewest steps is kept
+    onpolicy_schedules: tuple[tuple[float, int], ...] = ((0.5, 8), (0.7, 16))
+    # before/after measurement on a fixed held-out set with the server's default sampler
+    eval_examples: int = 32
+    eval_block_size: int = 32
+    eval_threshold: float = 0.9
+    t_min: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.rollouts < 1 or self.states_per_trajectory < 1 or self.batch_size < 1:
+            raise ValueError("rollouts, states_per_trajectory and batch_size must be >= 1")
+        if not self.onpolicy_schedules:
+            raise ValueError("onpolicy_schedules is empty")
+        for thr, cap in self.onpolicy_schedules:
+            if not 0.0 <= thr <= 1.0 or cap < 0:
+                raise ValueError(f"bad on-policy schedule ({thr}, {cap})")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["data_dirs"] = list(self.data_dirs)
+        d["forbidden"] = list(self.forbidden)
+        d["onpolicy_schedules"] = [list(s) for s in self.onpolicy_schedules]
+        return d

@@ -1,0 +1,265 @@
+"""Seed post-training: trajectories, best-of-K, on-policy step reduction, loop and resume."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from diffusion_core.data import DataConfig, collate, masked_infill_example
+from diffusion_core.posttrain import PostTrainConfig, posttrain
+from diffusion_core.posttrain.examples import trajectory_examples
+from diffusion_core.posttrain.onpolicy import onpolicy_batch
+from diffusion_core.posttrain.order import order_batch
+from diffusion_core.posttrain.speed import measure
+from diffusion_core.posttrain.trajectories import (
+    Source,
+    StateScorer,
+    Trajectory,
+    onpolicy_rollout,
+    order_rollouts,
+    select_best,
+)
+from diffusion_core.testing import DEMO, make_tiny_model_dir, sample_code, tiny_model
+from diffusion_core.train import loss_fn
+
+BLOCK = 8
+
+
+def demo_source(tok, block: int = BLOCK) -> Source:
+    """The docstring line of DEMO as the middle: 16 tokens -> 3 blocks of 8 with <eoi> padding."""
+    a, b = DEMO.index('"""'), DEMO.index("return")
+    return Source.build(tok.encode(DEMO[:a]), tok.encode(DEMO[b:]), tok.encode(DEMO[a:b]), block, tok.special)
+
+
+def _check_order(traj: Trajectory) -> None:
+    m = len(traj.source.target)
+    traj.validate()
+    assert traj.commit_step.shape == (m,) and bool((traj.commit_step >= 0).all())  # each committed once
+    assert sum(traj.tokens_per_step()) == m
+    assert len(traj.tokens_per_step()) == traj.steps
+    assert all(n >= 1 for n in traj.tokens_per_step())
+
+
+def test_order_rollouts_record_valid_scored_orders(tok):
+    model = tiny_model(tok)
+    src = demo_source(tok)
+    sp = tok.special
+    trajs = order_rollouts(model, src, k=4, threshold=0.9, temperature=1.0,
+                           generator=torch.Generator().manual_seed(0), mask_id=sp.mask, eoi_id=sp.eoi)
+    assert len(trajs) == 4
+    for t in trajs:
+        _check_order(t)
+        assert t.tokens.tolist() == src.target  # teacher-forced: the ground truth is committed
+    assert len({tuple(t.commit_step.tolist()) for t in trajs}) > 1  # Gumbel noise varies the order
+    # The score is the sum of ground-truth log-probs, each position scored in the state it was
+    # committed from: replay the states of one trajectory and recompute it.
+    t = trajs[0]
+    target = torch.tensor(src.target)
+    replay = 0.0
+    scorer = StateScorer(model, src, sp.mask)
+    for s in range(int(t.commit_step.max()) + 1):
+        logp = scorer((t.commit_step >= s)[None])[0]  # (m, V)
+        now = t.commit_step == s
+        replay += float(logp[torch.arange(len(target)), target][now].sum())
+    # ... and the cached scorer agrees with the full two-stream forward pass of training
+    state = t.commit_step >= 1
+    ex = masked_infill_example(src.context, src.target, BLOCK, state, torch.ones(len(target)), sp.mask)
+    with torch.inference_mode():
+        full = model(ex.ids[None], ex.positions[None], ex.mask).logits[0, -len(target):]
+    assert torch.allclose(scorer(state[None])[0], torch.log_softmax(full.float(), -1), atol=1e-4)
+    assert t.score == pytest.approx(replay, rel=1e-5)
+    # A step cap forces the last allowed step to commit everything left.
+    capped = order_rollouts(model, src, k=2, threshold=0.99, temperature=1.0, max_steps_per_block=2,
+                            generator=torch.Generator().manual_seed(1), mask_id=sp.mask, eoi_id=sp.eoi)
+    for t in capped:
+        _check_order(t)
+        assert t.block_steps().max() <= 2
+
+
+def test_onpolicy_rollout_records_the_samplers_order(tok):
+    model = tiny_model(tok)
+    src = demo_source(tok)
+    sp = tok.special
+    r = onpolicy_rollout(model, src, threshold=0.5, max_steps_per_block=4, mask_id=sp.mask, eoi_id=sp.eoi)
+    t = r.trajectory
+    n_blocks = t.commit_step.numel() // BLOCK
+    assert t.commit_step.numel() == n_blocks * BLOCK and n_blocks >= 1
+    assert bool((t.commit_step >= 0).all())
+    assert sum(t.tokens_per_step()) == t.commit_step.numel()
+    assert t.steps == r.stats.steps  # one recorded step per sampler step
+    assert bool((t.block_steps() <= 4).all())
+    assert not r.verified  # a random model does not write the docstring
+
+
+def test_best_of_k_picks_the_highest_score(tok):
+    src = demo_source(tok)
+    m = len(src.target)
+
+    def traj(score: float) -> Trajectory:
+        return Trajectory(src, torch.zeros(m, dtype=torch.long), torch.tensor(src.target), score)
+
+    cands = [traj(-3.0), traj(-1.0), traj(-2.0), traj(-1.0)]
+    assert select_best(cands) is cands[1]  # highest, first on ties
+    with pytest.raises(ValueError):
+        select_best([])
+    # The order stage keeps exactly the best of its K rollouts.
+    model = tiny_model(tok)
+    sp = tok.special
+    cfg = PostTrainConfig(stage="order", data_dirs=(), out_dir="unused", rollouts=3, states_per_trajectory=2)
+    g = torch.Generator().manual_seed(5)
+    state = g.get_state()
+    rolled = order_rollouts(model, src, k=3, threshold=cfg.order_threshold, temperature=cfg.order_temperature,
+                            generator=g, mask_id=sp.mask, eoi_id=sp.eoi)
+    g.set_state(state)
+    sb = order_batch(model, [src], cfg, g, sp)
+    assert sb.kept == 1 and sb.rejected == 2
+    assert sb.scores == [max(t.score for t in rolled)]
+    assert 1 <= len(sb.examples) <= 2
+
+
+def test_examples_are_intermediate_states_of_the_trajectory(tok):
+    model = tiny_model(tok)
+    src = demo_source(tok)
+    sp = tok.special
+    traj = order_rollouts(model, src, k=1, threshold=0.9, temperature=1.0,
+                          generator=torch.Generator().manual_seed(2), mask_id=sp.mask, eoi_id=sp.eoi)[0]
+    m, steps = len(src.target), traj.block_steps()
+    for weighting in ("elbo", "uniform"):
+        exs = trajectory_examples(traj, 3, weighting, torch.Generator().manual_seed(3), sp.mask)
+        assert exs
+        seen = set()
+        for ex in exs:
+            noisy, targets, weights = ex.ids[-m:], ex.targets[-m:], ex.weights[-m:]
+            masked = noisy == sp.mask
+            assert targets[masked].tolist() == [src.target[i] for i in range(m) if masked[i]]
+            assert bool((targets[~masked] == -100).all()) and bool((noisy[~masked] == torch.tensor(src.target)[~masked]).all())
+            for b in range(m // BLOCK):
+                blk = slice(b * BLOCK, (b + 1) * BLOCK)
+                cs, mk = traj.commit_step[blk], masked[blk]
+                state = int(cs[mk].min()) if mk.any() else int(steps[b])
+                assert torch.equal(mk, cs >= state)  # exactly "not yet committed before step s"
+                seen.add((b, state))
+                if mk.any():
+                    t = float(mk.float().mean())
+                    want = 1.0 / max(t, 0.05) if weighting == "elbo" else 1.0
+                    assert torch.allclose(weights[blk][mk], torch.full((int(mk.sum()),), want))
+        assert len(seen) > m // BLOCK  # different examples show different states
+
+
+def _overfit(model, src, sp, steps: int) -> None:
+    """Plain MDLM training (random masks) on the single source until the sampler reproduces it."""
+    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    m = len(src.target)
+    model.train()
+    for _ in range(steps):
+        exs = []
+        for _ in range(4):
+            t = (0.05 + 0.95 * torch.rand(m // BLOCK, generator=g)).repeat_interleave(BLOCK)
+            masked = torch.rand(m, generator=g) < t
+            exs.append(masked_infill_example(src.context, src.target, BLOCK, masked, 1 / t, sp.mask))
+        loss = loss_fn(model, collate(exs, sp.pad))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
+def test_onpolicy_steps_raise_tokens_per_step_and_keep_exact_match(tok):
+    torch.manual_seed(0)
+    model = tiny_model(tok)
+    src = demo_source(tok)
+    sp = tok.special
+    _overfit(model, src, sp, 60)
+    before = measure(model, [src], 0.9, sp)
+    assert before.exact == 1  # the snippet is learnt, but decoded in several steps per block
+    cfg = PostTrainConfig(stage="onpolicy", data_dirs=(), out_dir="unused",
+                          onpolicy_schedules=((0.5, 2), (0.7, 4)), states_per_trajectory=2)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    g = torch.Generator().manual_seed(1)
+    losses = []
+    for _ in range(6):
+        model.eval()
+        sb = onpolicy_batch(model, [src], cfg, g, sp)
+        assert sb.kept == 1 and sb.rejected == 0 and sb.examples  # verified few-step rollout
+        model.train()
+        loss = loss_fn(model, collate(sb.examples, sp.pad))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    after = measure(model, [src], 0.9, sp)
+    assert losses[-1] < losses[0]
+    assert after.exact == 1
+    assert after.tokens_per_step > before.tokens_per_step, (before.to_dict(), after.to_dict())
+
+
+# -- the loop: record, CLI, exact resume --------------------------------------------------
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("src")
+    for i, text in enumerate(sample_code()):
+        (d / f"m{i}.py").write_text(text)
+    return d
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory) -> Path:
+    return make_tiny_model_dir(tmp_path_factory.mktemp("base") / "model")
+
+
+def _cfg(stage, data_dir, base_dir, out, steps=4) -> PostTrainConfig:
+    return PostTrainConfig(
+        stage=stage, data_dirs=(str(data_dir),), out_dir=str(out), init_from=str(base_dir), steps=steps,
+        batch_size=2, lr=1e-3, warmup=1, heldout_fraction=0.0, checkpoint_seconds=1e9, rollouts=2,
+        eval_examples=2, eval_block_size=BLOCK, states_per_trajectory=2,
+        data=DataConfig(max_prefix=32, max_suffix=16, max_middle=12, plain_middle=16, block_sizes=(BLOCK,)),
+    )
+
+
+def _quiet(_msg) -> None:
+    pass
+
+
+def test_resume_is_bit_for_bit_and_training_json_is_written(data_dir, base_dir, tmp_path):
+    full, split = tmp_path / "full", tmp_path / "split"
+    a = posttrain(_cfg("order", data_dir, base_dir, full), progress=False, log=_quiet)
+    posttrain(_cfg("order", data_dir, base_dir, split), max_steps=2, progress=False, log=_quiet)
+    assert json.loads((split / "checkpoint" / "state.json").read_text())["step"] == 2
+    b = posttrain(_cfg("order", data_dir, base_dir, split), progress=False, log=_quiet)
+    assert a["step"] == b["step"] == 4
+    for key in ("losses", "kept", "rejected", "examples", "rollout_steps"):
+        assert a[key] == b[key], key
+    ta = load_file(str(full / "checkpoint" / "state.safetensors"))
+    tb = load_file(str(split / "checkpoint" / "state.safetensors"))
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
+    rec = json.loads((full / "model" / "training.json").read_text())
+    assert rec["stage"] == "order" and rec["base_model"] == str(base_dir) and rec["steps"] == 4
+    assert rec["trajectories_kept"] == 8 and rec["trajectories_rejected"] == 8  # best 1 of 2, 2 x 4 steps
+    for key in ("tokens_per_step_before", "tokens_per_step_after", "wall_seconds", "fine_tuning_examples"):
+        assert rec[key] is not None, key
+    assert rec["eval"]["split"] == "train" and rec["eval"]["before"]["examples"] == 2
+    assert (full / "model" / "model.safetensors").is_file()
+
+
+def test_cli_runs_the_onpolicy_stage(data_dir, base_dir, tmp_path):
+    from lsp_server.cli import main
+
+    out = tmp_path / "run"
+    rc = main([
+        "train", "--stage", "onpolicy", "--init-from", str(base_dir), str(data_dir), "--out", str(out),
+        "--steps", "2", "--batch-size", "1", "--eval-examples", "1", "--heldout-fraction", "0",
+        "--onpolicy-schedule", "0.5:4", "--no-progress", "--device", "cpu",
+    ])
+    assert rc == 0
+    rec = json.loads((out / "model" / "training.json").read_text())
+    assert rec["stage"] == "onpolicy" and rec["steps"] == 2
+    assert rec["posttrain_config"]["onpolicy_schedules"] == [[0.5, 4]]
+    # a random model verifies nothing: every source is rejected and no update is made
+    assert rec["trajectories_kept"] + rec["trajectories_rejected"] == 2
+    with pytest.raises(SystemExit):  # post-training needs a diffusion model
+        main(["train", "--stage", "order", "--kind", "ar", str(data_dir), "--out", str(tmp_path / "x")])
