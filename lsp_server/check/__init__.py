@@ -1,0 +1,13 @@
+"""`diffusion-lsp check`: the repair model as a CI lint step.
+
+walk (files) -> analyze (blocks -> Repairer -> findings) -> runner (processes, order)
+-> fix (atomic writes, diffs) -> formats / sarif (reports) -> cli (arguments, exit code).
+"""
+
+from lsp_server.check.findings import RULES, FileResult, Finding, Rule
+from lsp_server.check.repairer import EngineRepairer, EngineRepairerFactory, Proposal, Repairer
+
+__all__ = [
+    "RULES", "EngineRepairer", "EngineRepairerFactory", "FileResult", "Finding", "Proposal",
+    "Repairer", "Rule",
+]
