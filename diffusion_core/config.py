@@ -96,6 +96,9 @@ class SamplerConfig:
     repair_steps: int = 6
     repair_threshold: float = 0.5
     repair_slack: float = 0.25  # extra canvas room for insertions, as a share of the block
+    # A "repair" that rewrites more than this share of the block's tokens is not a repair:
+    # it is reported as no confident proposal (weak models like to delete whole blocks).
+    repair_max_change: float = 0.5
 
     def __post_init__(self) -> None:
         if self.block_size < 1 or self.block_size > 512:

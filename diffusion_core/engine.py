@@ -7,6 +7,7 @@ result. It holds no per-document state: the caller owns every cache it gets back
 
 from __future__ import annotations
 
+import difflib
 import math
 import time
 from dataclasses import dataclass, field
@@ -55,6 +56,14 @@ class RepairOutput:
     min_confidence: float
     stats: SampleStats
     total_ms: float = 0.0
+
+
+def change_ratio(old: list[int], new: list[int]) -> float:
+    """Token edits (a replacement of n by m tokens counts max(n, m)) from `old` to `new`,
+    relative to len(old)."""
+    sm = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
+    edits = sum(max(i2 - i1, j2 - j1) for op, i1, i2, j1, j2 in sm.get_opcodes() if op != "equal")
+    return edits / max(1, len(old))
 
 
 class Engine:
@@ -193,9 +202,13 @@ class Engine:
             cancel=cancel,
         )
         text = self.tokenizer.decode(res.tokens)
+        changed = res.tokens != block_ids
+        if changed and change_ratio(block_ids, res.tokens) > sc.repair_max_change:
+            # not a repair but a rewrite: keep the block, report no confidence in a change
+            return RepairOutput(block, False, 0.0, 0.0, res.stats, (time.perf_counter() - t0) * 1000)
         return RepairOutput(
             text=text,
-            changed=res.tokens != block_ids,
+            changed=changed,
             confidence=res.confidence,
             min_confidence=res.min_confidence,
             stats=res.stats,

@@ -82,3 +82,19 @@ def test_ar_and_diffusion_share_the_model_code(tok):
     assert type(d) is type(a)
     assert [n for n, _ in d.named_parameters()] == [n for n, _ in a.named_parameters()]
     assert d.num_parameters() == a.num_parameters()
+
+
+def test_repair_that_rewrites_most_of_the_block_is_no_proposal(tok):
+    from diffusion_core.checkpoint import LoadedModel
+    from diffusion_core.config import SamplerConfig
+    from diffusion_core.engine import Engine, change_ratio
+    from diffusion_core.testing import tiny_model
+
+    assert change_ratio([1, 2, 3, 4], [1, 2, 5, 4]) == 0.25
+    assert change_ratio([1, 2, 3, 4], []) == 1.0
+    eng = Engine(LoadedModel(tiny_model(tok), tok, Path("."), "h"),
+                 SamplerConfig(repair_threshold=0.99, repair_max_change=0.0))
+    block = "    return a +\n"
+    out = eng.repair("def f(a):\n", block, "\n")
+    # with max_change 0 any change is a rewrite: the block comes back untouched
+    assert out.text == block and not out.changed and out.confidence == 0.0
