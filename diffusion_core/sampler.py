@@ -100,8 +100,13 @@ def encode(
     for s in range(start, len(ids), block_size):
         _check(cancel)
         chunk = torch.tensor([ids[s : s + block_size]], device=device)  # (1, <=B)
-        cache = cache.extend(model(chunk, _positions(s, chunk.shape[1], device), None, cache).kv)
+        cache = cache.extend(_kv_only(model, chunk, _positions(s, chunk.shape[1], device), cache))
     return cache
+
+
+def _kv_only(model: CodeTransformer, ids: torch.Tensor, pos: torch.Tensor, cache: KVCache):
+    """Keys/values of `ids` without the LM head (no row selected: the largest matmul skipped)."""
+    return model(ids, pos, None, cache, select=torch.zeros_like(ids, dtype=torch.bool)).kv
 
 
 @dataclass(frozen=True)
@@ -186,7 +191,7 @@ def sample_blocks(
         if stopped or len(out) >= max_tokens:
             break
         _check(cancel)
-        cache = cache.extend(model(x, pos, None, cache).kv)
+        cache = cache.extend(_kv_only(model, x, pos, cache))
     return SampleResult(out[:max_tokens], stats, cache, conf_out[:max_tokens])
 
 

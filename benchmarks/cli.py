@@ -1,0 +1,93 @@
+"""`diffusion-lsp bench {latency,speed,scaling,all}`: the latency and speed benchmarks.
+
+Each writes NAME.json and NAME*.png under --out-dir (default docs/benchmarks):
+  latency  real client over stdio, simulated typing: warm / cold / cursor-jump percentiles
+  speed    diffusion vs the same-size autoregressive model: tokens/s, ratio, pass@1, Pareto
+  scaling  latency against document length and block size, warm and cold
+Every module also runs alone: python -m benchmarks.latency|speed|scaling [options].
+`--smoke` shrinks every size so that a run takes seconds (a check, not a measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from benchmarks.report import DEFAULT_OUT_DIR
+
+BENCHMARKS = ("latency", "speed", "scaling")
+
+# Sizes for --smoke: everything runs end to end, nothing is measured seriously.
+SMOKE = {
+    "lines": 120, "keystrokes": 4, "targets": 2, "keys_per_target": 2, "cold_runs": 1,
+    "gap_ms": (5.0, 10.0), "humaneval": 1, "heldout": 1, "sweep_thresholds": [0.9], "sweep_block_sizes": [8],
+    "sweep_tasks": 1, "gen_tokens": 8, "doc_lines": [50, 150], "scaling_block_sizes": [8],
+    "repeats": 1, "max_tokens": 8,
+}
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("common")
+    g.add_argument("--model", metavar="DIR", help="diffusion model directory (default: the embedded model)")
+    g.add_argument("--ar-model", metavar="DIR",
+                   help="same-size autoregressive baseline (speed; without it: diffusion side only)")
+    g.add_argument("--out-dir", default=str(DEFAULT_OUT_DIR),
+                   help=f"where JSON and PNG files go (default {DEFAULT_OUT_DIR})")
+    g.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch threads here and OMP_NUM_THREADS of the server (default: torch's)")
+    g.add_argument("--block-size", type=int, default=None, help="block size (default: the sampler's)")
+    g.add_argument("--threshold", type=float, default=None,
+                   help="confidence threshold (default: the sampler's)")
+    g.add_argument("--max-tokens", type=int, default=32,
+                   help="tokens per completion in latency and scaling (32)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--smoke", action="store_true",
+                   help="tiny sizes everywhere: proves the benchmark runs, measures nothing")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from benchmarks import latency, scaling, speed
+
+    p.add_argument("which", choices=[*BENCHMARKS, "all"], help="benchmark to run")
+    add_common_arguments(p)
+    latency.add_arguments(p)
+    speed.add_arguments(p)
+    scaling.add_arguments(p)
+
+
+def prepare(args: argparse.Namespace) -> argparse.Namespace:
+    """Apply --smoke and --threads; returns args."""
+    if getattr(args, "smoke", False):
+        for key, value in SMOKE.items():
+            if hasattr(args, key):
+                setattr(args, key, value)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
+
+
+def run(args: argparse.Namespace) -> int:
+    import importlib
+
+    prepare(args)
+    names = BENCHMARKS if args.which == "all" else (args.which,)
+    for name in names:
+        print(f"bench: {name}", file=sys.stderr, flush=True)
+        rc = importlib.import_module(f"benchmarks.{name}").run(args)
+        if rc:
+            return rc
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.cli", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
