@@ -56,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="files and directories to check (default: .)")
     p.add_argument("--model", metavar="DIR", help="model directory (default: the shipped model)")
     p.add_argument("--device", default="cpu", help="torch device for the model (default: cpu)")
+    p.add_argument("--max-change", type=float, default=0.5, metavar="SHARE",
+                   help="ignore proposals that rewrite more than this share of a block's tokens "
+                        "(a rewrite is not a repair; default 0.5)")
     p.add_argument("--threshold", type=float, default=0.9,
                    help="report a model change (DL002) at or above this confidence (default: 0.9)")
     p.add_argument("--format", choices=FORMATS, default="text", help="report format (default: text)")
@@ -152,7 +155,7 @@ def execute(
         return EXIT_ERROR
     if factory is None:
         threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
-        factory = EngineRepairerFactory(args.model, args.device, threads)
+        factory = EngineRepairerFactory(args.model, args.device, threads, args.max_change)
     ropts = RunOptions(threshold=args.threshold, max_file_size=args.max_file_size, jobs=jobs)
     progress = not args.no_progress and not args.quiet and show_progress(stderr)
     fix_status: dict[str, str] = {}

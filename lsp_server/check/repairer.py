@@ -60,12 +60,15 @@ class EngineRepairerFactory:
     model_dir: str | None = None
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads in this process; 0 leaves torch's default
+    max_change: float | None = None  # SamplerConfig.repair_max_change; None: the default
 
     def __call__(self) -> EngineRepairer:
         import torch
 
+        from diffusion_core.config import SamplerConfig
         from diffusion_core.engine import Engine
 
         if self.threads > 0:
             torch.set_num_threads(self.threads)
-        return EngineRepairer(Engine.from_path(self.model_dir, device=self.device))
+        sampler = None if self.max_change is None else SamplerConfig(repair_max_change=self.max_change)
+        return EngineRepairer(Engine.from_path(self.model_dir, device=self.device, sampler=sampler))

@@ -104,7 +104,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 def expected_findings(model: Path, files: dict[str, str]) -> dict[str, list]:
     """What `check --threshold 0` finds, computed with the same model and code in this process."""
-    repairer = EngineRepairerFactory(str(model))()
+    repairer = EngineRepairerFactory(str(model), max_change=100.0)()
     return {rel: check_text(body, rel, "txt", repairer, 0.0).findings for rel, body in files.items()}
 
 
@@ -112,7 +112,8 @@ def test_engine_worker_finds_what_one_process_finds(tmp_path, noisy_model):
     """The code a --jobs worker runs (factory in the initializer, then one task per file) with
     the real engine; the process pool itself is exercised with the planted repairer."""
     files = text_files(tmp_path, 3)
-    factory = EngineRepairerFactory(str(noisy_model), threads=1)
+    # the noisy random model only ever proposes rewrites: let them through
+    factory = EngineRepairerFactory(str(noisy_model), threads=1, max_change=100.0)
     assert pickle_free_equal(factory)
     runner._init_worker(factory)
     try:
@@ -145,7 +146,7 @@ def test_sigkill_during_fix_leaves_every_file_whole(tmp_path, noisy_model):
     assert sum(expected[r] != files[r] for r in files) == len(files)
     proc = subprocess.Popen(
         cli("notes", "--model", str(noisy_model), "--include", "*.txt", "--threshold", "0",
-            "--fix", "--verbose", "--format", "json", cwd=tmp_path),
+            "--max-change", "100", "--fix", "--verbose", "--format", "json", cwd=tmp_path),
         cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     fixed_lines = 0
