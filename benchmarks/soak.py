@@ -1,6 +1,6 @@
 """A bounded soak of the language server: a seeded random editing session, checked at every step.
 
-    python -m benchmarks.soak --steps 5000 --docs 12 --seed 1      # stops by itself
+    python -m benchmarks.soak --spill --cache-budget-mb 0.05   # 20,000 steps, ~3 min, then stops
 
 The server runs as a real subprocess (`python -m lsp_server`) driven by `RawClient`, a small
 JSON-RPC client over the raw stdio pipes (Content-Length framing, a reader thread, every
@@ -386,7 +386,15 @@ class SoakReport:
     max_rss_mb: float = 0.0
     peak_rss_mb: float = 0.0  # VmHWM at the end
     limit_mb: float = 0.0
+    rss_quarter_mb: float = 0.0  # RSS after a quarter of the steps (allocator warmed up)
+    rss_end_mb: float = 0.0
     cache: dict = field(default_factory=dict)
+
+    @property
+    def growth_mb_per_1000_steps(self) -> float:
+        """RSS growth over the last three quarters of the session: ~0 unless something leaks."""
+        n = self.steps - self.steps // 4
+        return (self.rss_end_mb - self.rss_quarter_mb) * 1000 / n if n > 0 else 0.0
 
     @property
     def requests_per_second(self) -> float:
@@ -395,6 +403,7 @@ class SoakReport:
     def to_json(self) -> dict:
         d = dict(self.__dict__)
         d["requests_per_second"] = round(self.requests_per_second, 1)
+        d["growth_mb_per_1000_steps"] = round(self.growth_mb_per_1000_steps, 2)
         return d
 
 
@@ -590,6 +599,9 @@ def run_soak(model: str, *, steps: int, docs: int, seed: int, cache_budget_mb: f
             session.step()
             rss, _ = c.rss()
             rep.max_rss_mb = max(rep.max_rss_mb, rss / MB)
+            if i + 1 == steps // 4:
+                rep.rss_quarter_mb = rss / MB
+            rep.rss_end_mb = rss / MB
             assert rss / MB <= rep.limit_mb, (
                 f"step {i}: server RSS {rss / MB:.0f} MB over {rep.limit_mb:.0f} MB")
             if (i + 1) % 500 == 0:
@@ -612,7 +624,7 @@ def run_soak(model: str, *, steps: int, docs: int, seed: int, cache_budget_mb: f
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split("\n")[0])
     p.add_argument("--model", help="model directory (default: a tiny random model built now)")
-    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--docs", type=int, default=12)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--cache-budget-mb", type=float, default=8.0)

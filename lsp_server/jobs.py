@@ -61,6 +61,53 @@ class RepairResult:
         }
 
 
+# -- context text -----------------------------------------------------------------------
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean(text: str) -> str:
+    """`text` with lone surrogates (which JSON can carry but the tokenizer and tree-sitter
+    reject) replaced by U+FFFD: same length, so every offset still holds."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    return _SURROGATE.sub("\ufffd", text)
+
+
+_MAX_TOKEN_CHARS: dict[int, int] = {}
+
+
+def _max_token_chars(engine: Engine) -> int:
+    """The longest vocabulary entry in bytes (>= characters): no token covers more text."""
+    key = id(engine.tokenizer)
+    if key not in _MAX_TOKEN_CHARS:
+        vocab = engine.tokenizer.tok.get_vocab()  # byte-level: one vocab char per byte
+        _MAX_TOKEN_CHARS[key] = max(1, max((len(s) for s in vocab), default=1))
+    return _MAX_TOKEN_CHARS[key]
+
+
+def context_text(engine: Engine, text: str, start: int, end: int) -> tuple[str, str]:
+    """text[:start] and text[end:], cut well outside the model's context window.
+
+    The engine keeps only the last `max_prefix` tokens of the prefix and the first
+    `max_suffix` of the suffix, but tokenizing a 5 MB file to find them took seconds per
+    request. A token covers at most `_max_token_chars` characters, so a prefix of
+    K = (max_prefix + block) * that many characters still fills the window. The cut moves
+    on a grid of K characters (and starts a line) so that it stays put while the user
+    types, keeping the prefix window's block alignment, and with it the KV cache, stable.
+    """
+    w, b, n = engine.window, engine.sampler.block_size, _max_token_chars(engine)
+    k_pre, k_suf = (w.max_prefix + b) * n, (w.max_suffix + b) * n
+    lo = 0
+    if start > 2 * k_pre:
+        grid = (start - k_pre) // k_pre * k_pre
+        nl = text.rfind("\n", max(0, grid - k_pre), grid)
+        lo = nl + 1 if nl >= 0 else grid
+    hi = len(text)
+    if hi - end > 2 * k_suf:
+        hi = (end + 2 * k_suf) // k_suf * k_suf
+    return text[lo:start], text[end:hi]
+
+
 # -- completion -------------------------------------------------------------------------
 def completion_mode(text: str, offset: int) -> str:
     """MULTI on an empty line or at the end of a line opening a block (`:`, `(`...), else SINGLE."""
@@ -123,16 +170,17 @@ def run_completion(
     """Infill at `offset`; with `store` (a cache.DocumentCacheStore) and `uri`, reuse and
     update the document's block KV cache. Raises diffusion_core.sampler.Cancelled."""
     t0 = time.perf_counter()
+    text = clean(text)
     mode = mode or completion_mode(text, offset)
-    prefix, suffix = text[:offset], text[offset:]
+    prefix, suffix = context_text(engine, text, offset, offset)
     b = engine.sampler.block_size
-    cache = cache_ids = None
+    cache = cache_ids = ids = None
     if store is not None and uri is not None:
         ids = engine.infill_context(prefix, suffix)
         cache, cache_ids = store.acquire(uri, ids, b)
     out = engine.infill(
         prefix, suffix, cache=cache, cache_ids=cache_ids, cancel=cancel,
-        max_tokens=max_tokens, stop_at_newline=(mode == SINGLE),
+        max_tokens=max_tokens, stop_at_newline=(mode == SINGLE), context_ids=ids,
     )
     if store is not None and uri is not None:
         store.update(uri, out.context_ids, out.context_cache, b, out.encoded_tokens)
@@ -174,10 +222,12 @@ def token_fits(engine: Engine, text: str, limit: int = MAX_REPAIR_TOKENS) -> Cal
 
 def choose_repair_block(engine: Engine, text: str, line: int, language: str = PYTHON) -> Block:
     """The enclosing block of `line` that the model can repair in one job."""
+    text = clean(text)
     return enclosing_block(text, line, language, fits=token_fits(engine, text))
 
 
 def block_has_error(text: str, block: Block, language: str = PYTHON) -> bool:
+    text = clean(text)
     return any(a <= block.end_line and b >= block.start_line for a, b in syntax_errors(text, language))
 
 
@@ -190,9 +240,11 @@ def run_repair(
     diffusion_core.sampler.Cancelled when `cancel()` turns true.
     """
     t0 = time.perf_counter()
+    text = clean(text)
     start, end = line_span(text, start_line, end_line)
     block = text[start:end]
-    out = engine.repair(text[:start], block, text[end:], cancel=cancel)
+    prefix, suffix = context_text(engine, text, start, end)
+    out = engine.repair(prefix, block, suffix, cancel=cancel)
     new_block = out.text
     # Keep the block's own line ending: the model's canvas may drop or add the last one.
     ending = block[len(block.rstrip("\r\n")) :]

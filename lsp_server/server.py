@@ -3,15 +3,18 @@
 Features: incremental document sync (UTF-16 by default, UTF-8/UTF-32 when the client
 offers them), `textDocument/completion`, `textDocument/inlineCompletion` (ghost text),
 `textDocument/codeAction` "Repair this block" (refactor.rewrite, or quickfix where the
-block has a syntax error) with `codeAction/resolve`, and the command
-`diffusion-lsp.status`.
+block has a syntax error) with `codeAction/resolve`, and the commands
+`diffusion-lsp.status` and `diffusion-lsp.documentState` (version and hash of the
+server's copy of a document).
 
 Concurrency: all model work runs in one worker thread (`worker.Worker`); the asyncio loop
 only parses, converts positions and answers. A newer completion for a document
 supersedes the older one, `$/cancelRequest` cancels the running job between two
 denoising steps, and an edit of the document cancels its jobs. Every request gets an
 answer: a result, an empty result (superseded, stale version, model unavailable), or a
-JSON-RPC error (RequestCancelled; InvalidParams for a document that is not open).
+JSON-RPC error (RequestCancelled; InvalidParams for a document that is not open;
+RequestFailed when the job itself fails). Malformed messages, requests before
+`initialize` and after `shutdown` are answered by `rpc.RobustProtocol`.
 
 Repair runs lazily when the client supports `codeAction/resolve` of `edit`: listing the
 action is cheap (tree-sitter + tokenizer only), the model runs in resolve, when the user
@@ -22,7 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -36,7 +42,7 @@ from diffusion_core.checkpoint import ModelLoadError
 from diffusion_core.config import SamplerConfig
 from diffusion_core.engine import MAX_REPAIR_TOKENS, Engine
 from diffusion_core.sampler import Cancelled
-from lsp_server import jobs
+from lsp_server import jobs, rpc
 from lsp_server.blocks import language_of
 from lsp_server.documents import DocumentNotOpen, DocumentStore, Snapshot
 from lsp_server.edits import Edit
@@ -47,6 +53,7 @@ from lsp_server.worker import Worker
 log = logging.getLogger("lsp_server")
 
 STATUS_COMMAND = "diffusion-lsp.status"
+DOCUMENT_STATE_COMMAND = "diffusion-lsp.documentState"
 REPAIR_TITLE = "Repair this block"
 REQUEST_FAILED = -32803  # LSP RequestFailed
 _LEVELS = {"error": t.MessageType.Error, "warning": t.MessageType.Warning,
@@ -103,7 +110,7 @@ class _QuietExpectedErrors(logging.Filter):
 
 class DiffusionLanguageServer(LanguageServer):
     def __init__(self, base_settings: Settings | None = None) -> None:
-        super().__init__("diffusion-lsp", _version())
+        super().__init__("diffusion-lsp", _version(), protocol_cls=rpc.RobustProtocol)
         self.settings = base_settings or Settings()
         self.docs = DocumentStore()
         self.worker = Worker()
@@ -119,6 +126,31 @@ class DiffusionLanguageServer(LanguageServer):
         self._load_pending = False
         self._progress_n = 0
         logging.getLogger("pygls.protocol.json_rpc").addFilter(_QuietExpectedErrors())
+
+    def start_io(self, stdin=None, stdout=None) -> None:
+        """Serve stdio with `rpc.serve` (framing that recovers, an answer for every
+        request). When the client goes away, running jobs are cancelled so the process
+        exits at once; `exit` without `shutdown` exits with code 1."""
+        from pygls.io_ import StdinAsyncReader, StdoutWriter
+
+        self._stop_event = threading.Event()
+        reader = StdinAsyncReader(stdin or sys.stdin.buffer, self.thread_pool)
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        code = 0
+        try:
+            asyncio.run(rpc.serve(self._stop_event, reader, self.protocol))
+            log.info("the client closed the connection")
+        except BrokenPipeError:
+            log.error("connection to the client is lost; shutting down")
+        except KeyboardInterrupt:
+            pass
+        except SystemExit as e:  # the exit notification
+            code = e.code
+        finally:
+            self.worker.shutdown()
+            self.shutdown()
+        if code:
+            raise SystemExit(code)
 
     # -- messages -------------------------------------------------------------------
     def log_line(self, level: str, message: str) -> None:
@@ -162,13 +194,17 @@ class DiffusionLanguageServer(LanguageServer):
 
         s = self.settings
         budget = int(s.cache_budget_mb * 2**20)
+        # a spill file of another precision is rejected, not fed to the model
+        param = next(engine.model.parameters())
+        dtype, device = param.dtype, param.device  # restored spills go where the model is
         try:
             return DocumentCacheStore(model_hash=engine.model_hash, budget_bytes=budget,
-                                      spill_dir=s.cache_dir)
+                                      spill_dir=s.cache_dir, dtype=dtype, device=device)
         except (OSError, ValueError) as e:
             self._pending_messages.append((t.MessageType.Warning, (
                 f"cache directory {s.cache_dir!r} is unusable ({e}); caching in memory only")))
-            return DocumentCacheStore(model_hash=engine.model_hash, budget_bytes=budget)
+            return DocumentCacheStore(model_hash=engine.model_hash, budget_bytes=budget,
+                                      dtype=dtype, device=device)
 
     def flush_messages(self) -> None:
         for kind, msg in self._pending_messages:
@@ -298,7 +334,10 @@ class DiffusionLanguageServer(LanguageServer):
             self.metrics.errors += 1
             log.exception("completion job failed")
             self.log_line("error", f"[{rid}] {what} failed: {type(e).__name__}: {e}")
-            return None
+            if self.store is not None:  # a bad cache entry must not fail every later request
+                self.store.forget(uri)
+            raise JsonRpcException(code=REQUEST_FAILED,
+                                   message=f"{what} failed: {type(e).__name__}: {e}") from None
         if res is None:
             return None
         now = self.docs.get(uri)
@@ -533,20 +572,21 @@ def build_server(base_settings: Settings | None = None) -> DiffusionLanguageServ
             return []
         r = params.range
         engine = ls.engine
+        text = jobs.clean(snap.text)  # the same offsets, without lone surrogates
         if r.start != r.end:
             start_line, end_line = _lines_of_range(r)
         elif engine is not None:
-            b = jobs.choose_repair_block(engine, snap.text, r.start.line, snap.language)
+            b = jobs.choose_repair_block(engine, text, r.start.line, snap.language)
             start_line, end_line = b.start_line, b.end_line
         else:  # still loading: no tokenizer to measure blocks with
             from lsp_server.blocks import enclosing_block
 
-            b = enclosing_block(snap.text, r.start.line, snap.language)
+            b = enclosing_block(text, r.start.line, snap.language)
             start_line, end_line = b.start_line, b.end_line
         from lsp_server.blocks import Block
 
         block = Block(start_line, end_line, "range")
-        quick = jobs.block_has_error(snap.text, block, snap.language)
+        quick = jobs.block_has_error(text, block, snap.language)
         kind = t.CodeActionKind.QuickFix if quick else t.CodeActionKind.RefactorRewrite
         only = params.context.only
         if only and not any(str(kind.value).startswith(str(getattr(o, "value", o))) for o in only):
@@ -557,8 +597,8 @@ def build_server(base_settings: Settings | None = None) -> DiffusionLanguageServ
                   "startLine": start_line, "endLine": end_line},
         )
         if engine is not None:
-            s, e = jobs.line_span(snap.text, start_line, end_line)
-            n = len(engine.tokenizer.encode(snap.text[s:e]))
+            s, e = jobs.line_span(text, start_line, end_line)
+            n = len(engine.tokenizer.encode(text[s:e]))
             if n > MAX_REPAIR_TOKENS:
                 if not _get(ls.client_capabilities, "text_document", "code_action",
                             "disabled_support"):
@@ -588,6 +628,21 @@ def build_server(base_settings: Settings | None = None) -> DiffusionLanguageServ
     @server.command(STATUS_COMMAND)
     async def status(ls: DiffusionLanguageServer, *args: Any) -> dict:
         return ls.status()
+
+    @server.command(DOCUMENT_STATE_COMMAND)
+    async def document_state(ls: DiffusionLanguageServer, *args: Any) -> dict:
+        """The server's copy of a document as version, length and sha256 (UTF-8) of its
+        text, so a client or a test can check that both copies agree. Read-only, and it
+        returns no text."""
+        uri = args[0] if args and isinstance(args[0], str) else None
+        if uri is None:
+            raise JsonRpcInvalidParams(message=f"{DOCUMENT_STATE_COMMAND} takes a document URI")
+        snap = ls.docs.get(uri)
+        if snap is None:
+            return {"uri": uri, "open": False}
+        data = snap.text.encode("utf-8", "surrogatepass")
+        return {"uri": uri, "open": True, "version": snap.version, "length": len(snap.text),
+                "lines": snap.index.line_count, "sha256": hashlib.sha256(data).hexdigest()}
 
     @server.feature(t.SHUTDOWN)
     def shutdown(ls: DiffusionLanguageServer, *args: Any) -> None:

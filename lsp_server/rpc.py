@@ -1,0 +1,235 @@
+"""JSON-RPC hardening on top of pygls: framing that recovers, and an answer for every request.
+
+pygls (2.x) reads stdio with a strict header match and hands bad messages to a generic
+exception handler, which leaves several cases unanswered or desynchronized:
+
+- a message with a wrong `Content-Length` (or a garbled header) made every later message
+  be read as garbage: the server never answered again;
+- a body that is not JSON, or a request whose params have the wrong type (a negative
+  line, a string instead of an object), got no response at all, so the client waited
+  forever, plus a traceback on stderr and an "Error in server" pop-up;
+- requests before `initialize` were served and requests after `shutdown` silently dropped.
+
+`serve` is the read loop (used by `DiffusionLanguageServer.start_io`) and
+`RobustProtocol` the protocol class. What they answer (LSP 3.17 / JSON-RPC 2.0):
+
+- unparsable body: error -32700 ParseError with `id: null`; a message that is not a
+  JSON-RPC 2.0 object: -32600 InvalidRequest; params of the wrong shape: -32602
+  InvalidParams for that request id (a bad notification is logged and ignored);
+- before `initialize`: requests get -32002 ServerNotInitialized, notifications are
+  dropped (except `exit`); a second `initialize` gets InvalidRequest;
+- after `shutdown`: requests get -32600 InvalidRequest, notifications other than `exit`
+  are dropped;
+- the futures of notifications and of the handlers pygls' builtin generators call are
+  dropped when done (pygls kept them all: every edit's params, a Task per command);
+- a header line is found even when glued to the leftovers of a broken frame, so one bad
+  frame costs at most the frame after it; bodies over `MAX_BODY_BYTES` are skipped in
+  chunks (never allocated) and answered with InvalidRequest.
+
+The document-sync notifications go straight to the server's handlers: pygls' own copy of
+each document (never used here) doubled the memory of large files and turned an edit of
+an unopened document into an error pop-up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from functools import partial
+from typing import Any
+
+from lsprotocol import types as t
+from pygls.exceptions import JsonRpcException
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
+
+log = logging.getLogger("lsp_server.rpc")
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+INVALID_PARAMS = -32602
+SERVER_NOT_INITIALIZED = -32002
+MAX_BODY_BYTES = 256 * 2**20
+_SKIP_CHUNK = 2**20
+_CONTENT_LENGTH = re.compile(rb"content-length[ \t]*:[ \t]*(\d+)[ \t]*\r?\n?$", re.IGNORECASE)
+
+
+class _InvalidRequestParams(Exception):
+    """A request (it has an id) whose params could not be read into the method's type."""
+
+    def __init__(self, msg_id: Any, method: str, error: JsonRpcException) -> None:
+        super().__init__(method)
+        self.msg_id, self.method, self.error = msg_id, method, error
+
+
+def _explain(error: JsonRpcException) -> str:
+    """The cattrs validation messages behind an InvalidParams ("... @ $.position.line")."""
+    cause = error.__cause__
+    if cause is not None:
+        try:
+            from cattrs import transform_error
+
+            return "; ".join(transform_error(cause, path="$")[:5])
+        except Exception:  # not a cattrs error: fall back to its text
+            return str(cause)
+    return str(error)
+
+
+def _valid_id(msg_id: Any) -> bool:
+    return isinstance(msg_id, str | int) and not isinstance(msg_id, bool)
+
+
+class _NoDeserializeTraceback(logging.Filter):
+    """pygls logs a full traceback for every message it cannot read; we answer those
+    with one line of our own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Unable to deserialize message")
+
+
+logging.getLogger("pygls.protocol.json_rpc").addFilter(_NoDeserializeTraceback())
+
+
+class RobustProtocol(LanguageServerProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initialize_received = False
+
+    # -- answers -----------------------------------------------------------------------
+    def send_error(self, msg_id: Any, code: int, message: str) -> None:
+        """An error response; `id` is null when the request's id cannot be known."""
+        self._send_data({"jsonrpc": "2.0", "id": msg_id if _valid_id(msg_id) else None,
+                         "error": {"code": code, "message": message}})
+
+    # -- reading -----------------------------------------------------------------------
+    def structure_message(self, data: dict[str, Any]):
+        if "jsonrpc" not in data:  # a nested object (params) or not JSON-RPC at all
+            return data
+        if "method" in data and "params" not in data:  # JSON-RPC params are optional
+            data = {**data, "params": None}
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as e:
+            method = data.get("method")
+            if isinstance(method, str) and "id" in data:
+                raise _InvalidRequestParams(data["id"], method, e) from None
+            raise
+
+    def handle_body(self, body: bytes) -> None:
+        """One framed message: parse, validate, dispatch; anything bad gets its answer."""
+        try:
+            message = json.loads(body, object_hook=self.structure_message)
+        except _InvalidRequestParams as e:
+            why = _explain(e.error)
+            log.warning("invalid params for %s (id %r): %s", e.method, e.msg_id, why)
+            self.send_error(e.msg_id, INVALID_PARAMS, f"invalid params for {e.method}: {why}")
+            return
+        except JsonRpcException as e:  # a notification or response of the wrong shape
+            log.warning("ignored a message that does not fit its method: %s", e)
+            return
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+            log.warning("ignored a message that is not JSON: %s", e)
+            self.send_error(None, PARSE_ERROR, f"parse error: {e}")
+            return
+        if not hasattr(message, "jsonrpc"):  # not an object, or no "jsonrpc" member
+            msg_id = message.get("id") if isinstance(message, dict) else None
+            self.send_error(msg_id, INVALID_REQUEST, "not a JSON-RPC 2.0 message")
+            return
+        if message.jsonrpc != "2.0":
+            self.send_error(getattr(message, "id", None), INVALID_REQUEST,
+                            f"unsupported JSON-RPC version {message.jsonrpc!r}")
+            return
+        self.handle_message(message)
+
+    def handle_message(self, message: Any) -> None:
+        method = getattr(message, "method", None)
+        is_request = method is not None and hasattr(message, "id")
+        if method == t.EXIT or method is None:  # exit, or a response to one of ours
+            return super().handle_message(message)
+        if not self.initialize_received:
+            if is_request and method == t.INITIALIZE:
+                self.initialize_received = True
+                return super().handle_message(message)
+            if is_request:
+                self.send_error(message.id, SERVER_NOT_INITIALIZED,
+                                f"{method}: the server is not initialized yet (send initialize)")
+            else:
+                log.debug("dropped %s before initialize", method)
+            return None
+        if self._shutdown:
+            if is_request:
+                self.send_error(message.id, INVALID_REQUEST,
+                                f"{method}: the server is shutting down (only exit is accepted)")
+            return None
+        if is_request and method == t.INITIALIZE:
+            self.send_error(message.id, INVALID_REQUEST, "initialize was already received")
+            return None
+        return super().handle_message(message)
+
+    def _execute_handler(self, msg_id, handler, callback, args=None, kwargs=None):
+        super()._execute_handler(msg_id, handler, callback, args, kwargs)
+        if isinstance(callback, partial) and callback.func == self._send_handler_result:
+            return  # a client request: pygls pops its future when it answers
+        # A notification, or a handler a builtin generator (executeCommand, didChange...)
+        # yields to: msg_id is a fresh uuid, and pygls keeps the future (with the params
+        # and, for coroutines, the finished Task) in `_request_futures` forever: ~5 MB per
+        # 1000 edits and a Task per command. Drop it once it is done.
+        fut = self._request_futures.get(msg_id)
+        if fut is None:
+            return
+        if fut.done():
+            self._request_futures.pop(msg_id, None)
+        else:
+            fut.add_done_callback(lambda _f: self._request_futures.pop(msg_id, None))
+
+    # -- document sync: straight to the server's own document store ---------------------
+    @lsp_method(t.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: t.DidOpenTextDocumentParams):
+        if (handler := self.fm.features.get(t.TEXT_DOCUMENT_DID_OPEN)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(t.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: t.DidChangeTextDocumentParams):
+        if (handler := self.fm.features.get(t.TEXT_DOCUMENT_DID_CHANGE)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(t.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: t.DidCloseTextDocumentParams):
+        if (handler := self.fm.features.get(t.TEXT_DOCUMENT_DID_CLOSE)) is not None:
+            yield handler, (params,), None
+
+
+async def serve(stop_event: threading.Event, reader: Any, protocol: RobustProtocol) -> None:
+    """Read framed messages until EOF or `stop_event`; `reader` has async `readline()` and
+    `readexactly(n)` (pygls' StdinAsyncReader or an asyncio.StreamReader)."""
+    length: int | None = None
+    while not stop_event.is_set():
+        line = await reader.readline()
+        if not line:
+            return
+        if line.strip():
+            # search, not match: after a frame whose Content-Length was too small, the
+            # rest of its body and the next header arrive as one line.
+            m = _CONTENT_LENGTH.search(line)
+            if m:
+                length = int(m.group(1))
+            continue
+        if length is None:  # a blank line without a length: nothing to read
+            continue
+        n, length = length, None
+        if n > MAX_BODY_BYTES:
+            log.warning("skipping a message of %d bytes (limit %d)", n, MAX_BODY_BYTES)
+            while n > 0:
+                chunk = await reader.readexactly(min(n, _SKIP_CHUNK))
+                if not chunk:
+                    return
+                n -= len(chunk)
+            protocol.send_error(None, INVALID_REQUEST,
+                                f"message larger than {MAX_BODY_BYTES} bytes: skipped")
+            continue
+        body = await reader.readexactly(n)
+        if len(body) < n:
+            return  # EOF in the middle of a body
+        protocol.handle_body(body)
