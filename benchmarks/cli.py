@@ -91,3 +91,12 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def standalone(prog: str, doc: str | None, add_arguments, run, argv: list[str] | None = None) -> int:
+    """`python -m benchmarks.X`: the common options plus X's own, then X's run."""
+    p = argparse.ArgumentParser(prog=prog, description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(p)
+    add_arguments(p)
+    return run(p.parse_args(argv))

@@ -312,13 +312,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.cli import add_common_arguments
+    from benchmarks.cli import standalone
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(p)
-    add_arguments(p)
-    return run(p.parse_args(argv))
+    return standalone("python -m benchmarks.latency", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":
