@@ -94,6 +94,10 @@ def run_complete(args: argparse.Namespace) -> int:
         print(json.dumps(out, ensure_ascii=False, indent=2))
     else:
         sys.stdout.write(res.text + ("\n" if res.text and not res.text.endswith("\n") else ""))
+        if not res.text.strip():
+            print(f"diffusion-lsp: no completion at {args.file}:{args.line}:{character} "
+                  f"({res.timings['steps']} denoising steps, {res.timings['total_ms']:.0f} ms)",
+                  file=sys.stderr)
     return 0
 
 
