@@ -100,3 +100,15 @@ def standalone(prog: str, doc: str | None, add_arguments, run, argv: list[str] |
     add_common_arguments(p)
     add_arguments(p)
     return run(p.parse_args(argv))
+
+
+def sampler_from_args(args: argparse.Namespace):
+    """The default SamplerConfig with --threshold / --block-size applied where given."""
+    from diffusion_core.config import SamplerConfig
+
+    sampler = SamplerConfig()
+    if getattr(args, "threshold", None) is not None:
+        sampler = sampler.replace(threshold=args.threshold)
+    if getattr(args, "block_size", None):
+        sampler = sampler.replace(block_size=args.block_size)
+    return sampler

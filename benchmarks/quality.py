@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 
 from benchmarks import humaneval
-from diffusion_core.config import SamplerConfig
 from diffusion_core.data import is_heldout, list_source_files
 from diffusion_core.engine import Engine
 
@@ -218,11 +217,9 @@ def run(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    sampler = SamplerConfig()
-    if args.threshold is not None:
-        sampler = sampler.replace(threshold=args.threshold)
-    if args.block_size:
-        sampler = sampler.replace(block_size=args.block_size)
+    from benchmarks.cli import sampler_from_args
+
+    sampler = sampler_from_args(args)
     engine = Engine.from_path(args.model, sampler=sampler)
     dirs = args.heldout_dirs
     fraction = 0.02

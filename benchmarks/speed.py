@@ -183,18 +183,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from benchmarks import plots
-    from benchmarks.cli import prepare
+    from benchmarks.cli import prepare, sampler_from_args
 
     prepare(args)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    base = SamplerConfig()
-    if args.threshold is not None:
-        base = base.replace(threshold=args.threshold)
-    if args.block_size:
-        base = base.replace(block_size=args.block_size)
+    base = sampler_from_args(args)
     items, heldout_note = load_items(args)
     log(f"speed: {len(items)} holes ({sum(i.task is not None for i in items)} HumanEval)")
     t0 = time.time()
