@@ -21,7 +21,7 @@ from diffusion_core.posttrain.trajectories import (
     order_rollouts,
     select_best,
 )
-from diffusion_core.testing import DEMO, make_tiny_model_dir, sample_code, tiny_model
+from diffusion_core.testing import DEMO, make_tiny_model_dir, tiny_model
 from diffusion_core.train import loss_fn
 
 BLOCK = 8
@@ -197,14 +197,6 @@ def test_onpolicy_steps_raise_tokens_per_step_and_keep_exact_match(tok):
 
 
 # -- the loop: record, CLI, exact resume --------------------------------------------------
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("src")
-    for i, text in enumerate(sample_code()):
-        (d / f"m{i}.py").write_text(text)
-    return d
-
-
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory) -> Path:
     return make_tiny_model_dir(tmp_path_factory.mktemp("base") / "model")

@@ -3,21 +3,12 @@
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
 from diffusion_core.data import DataConfig, ExampleBuilder, load_corpus
 from diffusion_core.model import CodeTransformer
-from diffusion_core.testing import sample_code, tiny_config
+from diffusion_core.testing import tiny_config
 from diffusion_core.train import TrainConfig, load_checkpoint, train
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("src")
-    for i, text in enumerate(sample_code()):
-        (d / f"m{i}.py").write_text(text)
-    return d
 
 
 def _cfg(data_dir, out, steps, **kw) -> TrainConfig:
