@@ -8,9 +8,11 @@ result. It holds no per-document state: the caller owns every cache it gets back
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -66,6 +68,30 @@ def change_ratio(old: list[int], new: list[int]) -> float:
     return edits / max(1, len(old))
 
 
+def trained_window(model_dir: Path) -> Window | None:
+    """The context window a model of ours was trained on, from its `training.json`
+    (post-trained models: their base's), or None when not recorded (e.g. Hugging Face models).
+
+    A small model sees no positions beyond its training examples; feeding it more context
+    hurts: on the shipped model, held-out next-line NLL was 5.88 nats/token with the
+    trained 192/96-token window against 6.14 with the generic 768/256.
+    """
+    try:
+        record = json.loads((Path(model_dir) / "training.json").read_text())
+    except (OSError, ValueError):
+        return None
+    while isinstance(record, dict):
+        tc = record.get("train_config")
+        data = tc.get("data") if isinstance(tc, dict) else None
+        if isinstance(data, dict):
+            try:
+                return Window(max_prefix=int(data["max_prefix"]), max_suffix=int(data["max_suffix"]))
+            except (KeyError, TypeError, ValueError):
+                return None
+        record = record.get("base_training")
+    return None
+
+
 class Engine:
     def __init__(
         self, loaded: LoadedModel, sampler: SamplerConfig | None = None, window: Window | None = None
@@ -74,7 +100,7 @@ class Engine:
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.sampler = sampler or SamplerConfig()
-        self.window = window or Window()
+        self.window = window or trained_window(loaded.path) or Window()
         self.special = self.tokenizer.special
 
     @classmethod
