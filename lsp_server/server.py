@@ -34,6 +34,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from lsprotocol import types as t
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
@@ -416,6 +417,7 @@ class DiffusionLanguageServer(LanguageServer):
                 "parameters": sum(x.numel() for x in e.model.parameters()),
                 "device": str(next(e.model.parameters()).device),
             },
+            "torch_threads": torch.get_num_threads(),
             "model_error": self.load_error,
             "loading": self._loading is not None,
             "settings": self.settings.to_json(),

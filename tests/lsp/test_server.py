@@ -87,6 +87,7 @@ async def test_model_load_progress_and_status(client: LanguageClient, tiny_model
     assert s["model"]["path"] == tiny_model and len(s["model"]["hash"]) == 16
     assert s["model"]["parameters"] > 0 and s["model"]["device"] == "cpu"
     assert s["settings"]["maxTokens"] == 8 and s["model_error"] is None
+    assert s["torch_threads"] == 1  # OMP_NUM_THREADS=1 in SERVER_ENV is respected
     assert "hits" in s["cache"]
     while not any(any(isinstance(v, t.WorkDoneProgressEnd) for v in reports)
                   for reports in client.progress_reports.values()):
