@@ -225,6 +225,11 @@ def summarize(cfg: LatencyConfig, session: dict, colds: list[tuple[Record, float
         "p99_ms_jump": lat["jump"]["p99"],
         "warm_vs_cold_speedup": speedup,
         "latency_ms": lat,
+        # An empty answer (the model ended the line at once) is cheap; a weak model that
+        # mostly answers nothing meets latency targets for nothing. These count only answers
+        # with text.
+        "latency_ms_nonempty": {k: percentiles(r.latency_ms for r in v if r.latency_ms is not None and r.chars > 0)
+                                for k, v in by.items()},
         "requests": len(recs),
         "typing_requests": len(typing),
         "cancelled_or_superseded_share": round(len(dropped) / len(typing), 3) if typing else None,

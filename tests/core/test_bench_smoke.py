@@ -47,6 +47,9 @@ def test_latency_through_a_real_client(models, tmp_path):
     assert r["p50_ms_cold"] > 0
     # the last key of every line is awaited, so each kind has served requests
     assert r["latency_ms"]["warm"]["n"] >= 1 and r["latency_ms"]["jump"]["n"] >= 1
+    # non-empty answers are a subset of the served ones, kind by kind
+    for kind, stats in r["latency_ms_nonempty"].items():
+        assert stats["n"] <= r["latency_ms"][kind]["n"]
     assert r["typing_requests"] == 4
     assert r["server_status"]["model"]["kind"] == "diffusion"
     assert r["machine"]["server_threads"] == 1 and r["machine"]["cpu_model"]
