@@ -64,6 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rollouts", type=int, default=4, help="order: trajectories sampled per example (best kept)")
     g.add_argument("--order-temperature", type=float, default=1.0,
                    help="order: Gumbel noise on the log-confidences that choose the committed positions")
+    g.add_argument("--order-weighting", choices=["elbo", "uniform"], default="elbo",
+                   help="order: loss weight of a kept state, MDLM 1/t (elbo) or 1 per masked position "
+                        "(uniform; see docs/posttraining.md for why elbo can collapse a weak model)")
     g.add_argument("--onpolicy-schedule", action="append", type=_schedule, metavar="THR[:STEPS]",
                    help="onpolicy: a rollout schedule, confidence threshold and max steps per block "
                         "(0 = block size); repeat for several (default 0.5:8 and 0.7:16)")
@@ -106,7 +109,7 @@ def _run_posttrain(args: argparse.Namespace, forbidden: tuple[str, ...], max_s: 
         steps=v["steps"], batch_size=v["batch_size"], lr=v["lr"], warmup=v["warmup"], seed=args.seed,
         heldout_fraction=args.heldout_fraction, checkpoint_seconds=args.checkpoint_minutes * 60,
         forbidden=forbidden, rollouts=args.rollouts, order_temperature=args.order_temperature,
-        states_per_trajectory=args.states_per_trajectory, eval_examples=args.eval_examples, **extra,
+        order_weighting=args.order_weighting, states_per_trajectory=args.states_per_trajectory, eval_examples=args.eval_examples, **extra,
     )
     state = posttrain(cfg, device=args.device, max_seconds=max_s, progress=not args.no_progress)
     print(f"{cfg.stage} step {state['step']}/{cfg.steps}; model written to {Path(args.out) / 'model'}")

@@ -119,6 +119,22 @@ def test_best_of_k_picks_the_highest_score(tok):
     assert 1 <= len(sb.examples) <= 2
 
 
+def test_order_stage_weights_states_as_configured(tok):
+    model = tiny_model(tok)
+    src = demo_source(tok)
+    sp = tok.special
+    m = len(src.target)
+    weights = {}
+    for weighting in ("elbo", "uniform"):
+        cfg = PostTrainConfig(stage="order", data_dirs=(), out_dir="unused", rollouts=2, order_weighting=weighting)
+        sb = order_batch(model, [src], cfg, torch.Generator().manual_seed(7), sp)
+        weights[weighting] = torch.cat([ex.weights[-m:][ex.ids[-m:] == sp.mask] for ex in sb.examples])
+    assert bool((weights["uniform"] == 1.0).all())
+    assert bool((weights["elbo"] >= 1.0).all()) and float(weights["elbo"].max()) > 1.0
+    with pytest.raises(ValueError, match="order_weighting"):
+        PostTrainConfig(stage="order", data_dirs=(), out_dir="unused", order_weighting="1/t")
+
+
 def test_examples_are_intermediate_states_of_the_trajectory(tok):
     model = tiny_model(tok)
     src = demo_source(tok)
