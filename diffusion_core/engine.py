@@ -73,7 +73,7 @@ def trained_window(model_dir: Path) -> Window | None:
     (post-trained models: their base's), or None when not recorded (e.g. Hugging Face models).
 
     A small model sees no positions beyond its training examples; feeding it more context
-    hurts: on the shipped model, held-out next-line NLL was 5.88 nats/token with the
+    hurts: on the phase-2 default model, held-out next-line NLL was 5.88 nats/token with the
     trained 192/96-token window against 6.14 with the generic 768/256.
     """
     try:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import get_args
 
 from diffusion_core.data import DataConfig
+from diffusion_core.posttrain.examples import Weighting
 
 STAGES = ("order", "onpolicy")
 
@@ -39,7 +41,7 @@ class PostTrainConfig:
     order_threshold: float = 0.9  # how many positions a step commits (as the sampler would)
     order_temperature: float = 1.0  # Gumbel noise on log-confidences; 0 = the greedy order
     # loss weights of the kept states: "elbo" (MDLM 1/t) or "uniform" (1 per masked position)
-    order_weighting: str = "elbo"
+    order_weighting: Weighting = "elbo"
     # on-policy step reduction: (confidence threshold, max steps per block; 0 = block size),
     # tried in order; the verified rollout with the fewest steps is kept
     onpolicy_schedules: tuple[tuple[float, int], ...] = ((0.5, 8), (0.7, 16))
@@ -54,8 +56,8 @@ class PostTrainConfig:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if self.rollouts < 1 or self.states_per_trajectory < 1 or self.batch_size < 1:
             raise ValueError("rollouts, states_per_trajectory and batch_size must be >= 1")
-        if self.order_weighting not in ("elbo", "uniform"):
-            raise ValueError(f"order_weighting must be 'elbo' or 'uniform', got {self.order_weighting!r}")
+        if self.order_weighting not in get_args(Weighting):
+            raise ValueError(f"order_weighting must be one of {get_args(Weighting)}, got {self.order_weighting!r}")
         if not self.onpolicy_schedules:
             raise ValueError("onpolicy_schedules is empty")
         for thr, cap in self.onpolicy_schedules:
