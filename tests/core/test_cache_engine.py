@@ -152,14 +152,19 @@ def test_typing_a_line_reencodes_about_one_block_per_keystroke(engine):
     assert sorted(encoded)[len(encoded) // 2] <= b
 
 
+def spill(engine, store, prefix, suffix) -> None:
+    """Complete once, then close the document so that its cache is written to the spill dir."""
+    complete(engine, store, prefix, suffix)
+    store.close(URI)
+    store.wait_for_spills()
+
+
 def test_restored_cache_gives_the_same_completion(model_dir, tmp_path):
     engine = Engine(load_model_dir(model_dir), SAMPLER)
     cursor = SOURCE.index("def unified_diff")
     prefix, suffix = SOURCE[:cursor], SOURCE[cursor:]
     first = DocumentCacheStore(model_hash=engine.model_hash, spill_dir=tmp_path / "kv")
-    complete(engine, first, prefix, suffix)
-    first.close(URI)
-    first.wait_for_spills()
+    spill(engine, first, prefix, suffix)
     # a restarted server with the same model and cache directory
     second = DocumentCacheStore(model_hash=engine.model_hash, spill_dir=tmp_path / "kv")
     warm = complete(engine, second, prefix + "d", suffix)
@@ -173,9 +178,7 @@ def test_bfloat16_model_round_trips_through_the_spill_dir(model_dir, tmp_path):
     cursor = SOURCE.index("class Differ")
     prefix, suffix = SOURCE[:cursor], SOURCE[cursor:]
     store = DocumentCacheStore(model_hash=engine.model_hash, spill_dir=tmp_path / "kv", dtype=torch.bfloat16)
-    complete(engine, store, prefix, suffix)
-    store.close(URI)
-    store.wait_for_spills()
+    spill(engine, store, prefix, suffix)
     warm = complete(engine, store, prefix + "#", suffix)
     assert store.stats()["restores"] == 1 and warm.reused_tokens > 0
     assert warm.context_cache.keys[0].dtype == torch.bfloat16
@@ -189,9 +192,7 @@ def test_another_model_never_reuses_the_cache(model_dir, tmp_path):
     cursor = SOURCE.index("class Differ")
     prefix, suffix = SOURCE[:cursor], SOURCE[cursor:]
     mine = DocumentCacheStore(model_hash=engine.model_hash, spill_dir=tmp_path / "kv")
-    complete(engine, mine, prefix, suffix)
-    mine.close(URI)
-    mine.wait_for_spills()
+    spill(engine, mine, prefix, suffix)
     theirs = DocumentCacheStore(model_hash=other.model_hash, spill_dir=tmp_path / "kv")
     out = complete(other, theirs, prefix, suffix)
     assert out.reused_tokens == 0 and theirs.stats()["restores"] == 0

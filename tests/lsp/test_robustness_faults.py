@@ -196,16 +196,22 @@ def test_corrupted_foreign_and_forged_cache_files(env):
     assert not env["marker"].exists(), "a cache file was unpickled"
 
 
+def _complete_and_close(c, folder: str) -> dict:
+    """Complete in three documents and close them (closing spills a cache: a write attempt
+    each); the server's status afterwards."""
+    for i in range(3):
+        uri = f"file:///{folder}/{i}.py"
+        open_doc(c, uri, "import os\n" * 40)
+        assert "result" in completion(c, uri, 20, 0)
+        c.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+    return c.status()
+
+
 def test_unwritable_cache_directory(env):
     c = env["client"]
     # /sys refuses new files even to root (a chmod'ed directory would not stop root)
     configure(c, cacheDir="/sys")
-    for i in range(3):  # closing a document spills its cache: a write attempt each
-        uri = f"file:///ro/{i}.py"
-        open_doc(c, uri, "import os\n" * 40)
-        assert "result" in completion(c, uri, 20, 0)
-        c.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
-    s = c.status()
+    s = _complete_and_close(c, "ro")
     assert s["cache"]["spill_errors"] >= 1 and s["cache"]["spills"] == 0, s["cache"]
     assert c.proc.poll() is None
 
@@ -220,12 +226,7 @@ def test_full_disk_while_spilling(env):
     # (EFBIG, as ENOSPC would); its stderr log is a file too and loses lines meanwhile
     resource.prlimit(pid, resource.RLIMIT_FSIZE, (512, old[1]))
     try:
-        for i in range(3):
-            uri = f"file:///full/{i}.py"
-            open_doc(c, uri, "import os\n" * 40)
-            assert "result" in completion(c, uri, 20, 0)
-            c.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
-        s = c.status()
+        s = _complete_and_close(c, "full")
         assert s["cache"]["spill_errors"] >= 1 and s["cache"]["spills"] == 0, s["cache"]
         # no partial file is left behind, under either name
         assert not list(cache_dir.iterdir())
