@@ -30,19 +30,18 @@ class _TimedTokenizer:
         self._inner = inner
         self._timers = timers
 
-    def encode(self, *a, **k):
+    def _timed(self, fn, *a, **k):
         t0 = time.perf_counter()
         try:
-            return self._inner.encode(*a, **k)
+            return fn(*a, **k)
         finally:
             self._timers["tokenization"] += time.perf_counter() - t0
 
+    def encode(self, *a, **k):
+        return self._timed(self._inner.encode, *a, **k)
+
     def decode(self, *a, **k):
-        t0 = time.perf_counter()
-        try:
-            return self._inner.decode(*a, **k)
-        finally:
-            self._timers["tokenization"] += time.perf_counter() - t0
+        return self._timed(self._inner.decode, *a, **k)
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
