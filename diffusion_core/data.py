@@ -288,13 +288,14 @@ def infill_block_ids(n_context: int, n_middle: int, block: int) -> torch.Tensor:
 
 def masked_infill_example(
     context: list[int], mid: list[int], block: int, masked: torch.Tensor, weights: torch.Tensor,
-    mask_id: int, *, noisy_from: int | None = None,
+    mask_id: int, *, noisy_from: int | None = None, scored: torch.Tensor | None = None,
 ) -> Example:
     """Two-stream (BD3-LM) example: the clean sequence, then a noisy copy of its positions
     from `noisy_from` on (default: the middle only) with `masked` hidden.
 
     mid: the padded middle (whole blocks); masked, weights: (n,) for the n noisy positions,
-    weights are the loss weights of masked positions. Targets are the clean tokens.
+    weights are the loss weights of masked positions. Targets are the clean tokens at the
+    masked positions, or only at `scored` ((n,) bool, a subset of `masked`) when given.
     """
     seq = context + mid
     t_all = len(seq)
@@ -304,10 +305,11 @@ def masked_infill_example(
     clean = torch.tensor(seq)
     noisy_index = torch.arange(start, t_all)
     noisy = torch.where(masked, torch.full((n,), mask_id), clean[noisy_index])
+    scored = masked if scored is None else scored & masked
     targets = torch.full((t_all + n,), -100)
-    targets[t_all:] = torch.where(masked, clean[noisy_index], torch.full((n,), -100))
+    targets[t_all:] = torch.where(scored, clean[noisy_index], torch.full((n,), -100))
     w = torch.zeros(t_all + n)
-    w[t_all:] = torch.where(masked, weights, torch.zeros(n))
+    w[t_all:] = torch.where(scored, weights, torch.zeros(n))
     return Example(
         ids=torch.cat([clean, noisy]),
         positions=torch.cat([torch.arange(t_all), noisy_index]),

@@ -7,8 +7,13 @@ s = 0 .. S-1; an example draws a state per block, and the `n_states` examples of
 trajectory draw distinct states (fewer when a block has fewer steps: the extra examples
 show that block fully revealed, without loss).
 
-Targets are always the reference middle (ground truth, <eoi>-padded) at the still-masked
-positions. Weights:
+Targets are the reference middle (ground truth, <eoi>-padded) at the still-masked
+positions, except the <eoi> padding after the first <eoi>: the sampler never asks the
+model for those (an <eoi> is committed only at the frontier, and it fills the rest of
+its block), yet the padding stays masked to the very end of every trajectory, so scoring
+it made "masked -> <eoi>" most of the fine-tuning targets and collapsed a weak model to
+answering <eoi> first (docs/posttraining.md). The first <eoi>, the stop decision, is
+scored. Weights:
 
 - "elbo" (constrained-order distillation): MDLM weight 1/t of the state, t = the share of
   the block still masked (clipped at `t_min` like pre-training), so the loss is the
@@ -53,21 +58,33 @@ def state_weights(masked: torch.Tensor, block_size: int, weighting: Weighting, t
     return (1.0 / t).repeat_interleave(block_size)
 
 
+def scored_positions(target: list[int], eoi_id: int) -> torch.Tensor:
+    """(m,) bool: the positions of the padded middle that carry a loss, all but the
+    <eoi> padding after the first <eoi>."""
+    t = torch.tensor(target)  # (m,)
+    is_eoi = t == eoi_id
+    return ~is_eoi | (is_eoi.cumsum(0) == 1)
+
+
 def trajectory_examples(
     traj: Trajectory,
     n_states: int,
     weighting: Weighting,
     generator: torch.Generator,
     mask_id: int,
+    eoi_id: int,
     t_min: float = 0.05,
 ) -> list[Example]:
     """Up to `n_states` examples whose masks are intermediate states of `traj`."""
     src = traj.source
+    scored = scored_positions(src.target, eoi_id)  # (m,)
     out: list[Example] = []
     for state in state_plan(traj, n_states, generator):
         masked = traj.masked_at(state)  # (m,)
-        if not bool(masked.any()):
+        if not bool((masked & scored).any()):
             continue
         w = state_weights(masked, src.block_size, weighting, t_min)
-        out.append(masked_infill_example(src.context, src.target, src.block_size, masked, w, mask_id))
+        out.append(masked_infill_example(
+            src.context, src.target, src.block_size, masked, w, mask_id, scored=scored
+        ))
     return out

@@ -51,6 +51,6 @@ def onpolicy_batch(
         out.rollout_steps += best.trajectory.steps
         out.rollout_tokens += len(src.target)
         out.examples += trajectory_examples(
-            best.trajectory, cfg.states_per_trajectory, "uniform", generator, special.mask, cfg.t_min
+            best.trajectory, cfg.states_per_trajectory, "uniform", generator, special.mask, special.eoi, cfg.t_min
         )
     return out

@@ -36,6 +36,6 @@ def order_batch(
         out.rollout_tokens += len(src.target)
         out.scores.append(best.score)
         out.examples += trajectory_examples(
-            best, cfg.states_per_trajectory, cfg.order_weighting, generator, special.mask, cfg.t_min
+            best, cfg.states_per_trajectory, cfg.order_weighting, generator, special.mask, special.eoi, cfg.t_min
         )
     return out

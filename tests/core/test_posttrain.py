@@ -128,7 +128,7 @@ def test_order_stage_weights_states_as_configured(tok):
     for weighting in ("elbo", "uniform"):
         cfg = PostTrainConfig(stage="order", data_dirs=(), out_dir="unused", rollouts=2, order_weighting=weighting)
         sb = order_batch(model, [src], cfg, torch.Generator().manual_seed(7), sp)
-        weights[weighting] = torch.cat([ex.weights[-m:][ex.ids[-m:] == sp.mask] for ex in sb.examples])
+        weights[weighting] = torch.cat([ex.weights[-m:][ex.targets[-m:] != -100] for ex in sb.examples])
     assert bool((weights["uniform"] == 1.0).all())
     assert bool((weights["elbo"] >= 1.0).all()) and float(weights["elbo"].max()) > 1.0
     with pytest.raises(ValueError, match="order_weighting"):
@@ -142,25 +142,34 @@ def test_examples_are_intermediate_states_of_the_trajectory(tok):
     traj = order_rollouts(model, src, k=1, threshold=0.9, temperature=1.0,
                           generator=torch.Generator().manual_seed(2), mask_id=sp.mask, eoi_id=sp.eoi)[0]
     m, steps = len(src.target), traj.block_steps()
+    ref = torch.tensor(src.target)  # (m,)
+    first_eoi = src.target.index(sp.eoi)
+    later_padding = (ref == sp.eoi) & (torch.arange(m) > first_eoi)
+    assert bool(later_padding.any())  # the demo middle is padded past its first <eoi>
     for weighting in ("elbo", "uniform"):
-        exs = trajectory_examples(traj, 3, weighting, torch.Generator().manual_seed(3), sp.mask)
+        exs = trajectory_examples(traj, 3, weighting, torch.Generator().manual_seed(3), sp.mask, sp.eoi)
         assert exs
         seen = set()
         for ex in exs:
             noisy, targets, weights = ex.ids[-m:], ex.targets[-m:], ex.weights[-m:]
             masked = noisy == sp.mask
-            assert targets[masked].tolist() == [src.target[i] for i in range(m) if masked[i]]
-            assert bool((targets[~masked] == -100).all()) and bool((noisy[~masked] == torch.tensor(src.target)[~masked]).all())
+            scored = masked & ~later_padding
+            # The loss is on the masked positions, but never on the <eoi> padding after the
+            # first <eoi> (the sampler fills it without asking the model).
+            assert targets[scored].tolist() == [src.target[i] for i in range(m) if scored[i]]
+            assert bool((targets[~scored] == -100).all()) and bool((weights[~scored] == 0).all())
+            assert bool((noisy[~masked] == ref[~masked]).all())
             for b in range(m // BLOCK):
                 blk = slice(b * BLOCK, (b + 1) * BLOCK)
                 cs, mk = traj.commit_step[blk], masked[blk]
                 state = int(cs[mk].min()) if mk.any() else int(steps[b])
                 assert torch.equal(mk, cs >= state)  # exactly "not yet committed before step s"
                 seen.add((b, state))
-                if mk.any():
+                sc = scored[blk]
+                if sc.any():
                     t = float(mk.float().mean())
                     want = 1.0 / max(t, 0.05) if weighting == "elbo" else 1.0
-                    assert torch.allclose(weights[blk][mk], torch.full((int(mk.sum()),), want))
+                    assert torch.allclose(weights[blk][sc], torch.full((int(sc.sum()),), want))
         assert len(seen) > m // BLOCK  # different examples show different states
 
 
