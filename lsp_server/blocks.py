@@ -64,7 +64,10 @@ def _python_parser():
     return Parser(Language(tree_sitter_python.language()))
 
 
+@lru_cache(maxsize=1)
 def _parse(text: str):
+    """The tree of `text`; a code action asks for the block and for its syntax errors, and
+    the cache makes that one parse (a 5 MB file takes about a second)."""
     return _python_parser().parse(text.encode("utf-8"))
 
 
@@ -86,12 +89,16 @@ def _body(node):
     return blocks[-1] if blocks else None
 
 
-def python_blocks(text: str) -> list[Block]:
-    """Every statement-level node of a Python file, outer before inner."""
+def python_blocks(text: str, line: int | None = None) -> list[Block]:
+    """Every statement-level node of a Python file, outer before inner; with `line`, only
+    the ones that contain it (the walk then descends into those alone, so its cost does
+    not grow with the file)."""
     out: list[Block] = []
 
     def visit(node) -> None:
         for child in _statements(node):
+            if line is not None and not (child.start_point[0] <= line <= _end_line(child)):
+                continue
             out.append(Block(child.start_point[0], _end_line(child), child.type, child.has_error))
             for sub in child.named_children:
                 if sub.type == "block":
@@ -186,7 +193,7 @@ def enclosing_block(
     if _blank(lines[probe]):
         probe = next((i for i in range(line, len(lines)) if not _blank(lines[i])), line)
     if language == PYTHON:
-        candidates = [b for b in python_blocks(text) if b.contains(probe)]
+        candidates = python_blocks(text, probe)
     else:
         # a header with the lines under it; the line alone only as the last resort
         candidates = [b for b in indentation_blocks(text) if b.contains(probe) and b.n_lines > 1]

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from diffusion_core.sampler import Cancelled
-from lsp_server.blocks import enclosing_block, find_blocks, syntax_errors
+from lsp_server.blocks import enclosing_block, find_blocks, python_blocks, syntax_errors
 from lsp_server.edits import Edit, apply_edits, minimal_edits
 from lsp_server.jobs import MULTI, SINGLE, completion_mode, line_span, trim_completion, word_before
 from lsp_server.settings import Settings, parse_settings
@@ -74,6 +74,16 @@ def test_syntax_errors_and_enclosing_blocks():
     js = "function f() {\n  return 1;\n}\nlet x = 2;\n"
     jb = enclosing_block(js, 1, "javascript")
     assert (jb.start_line, jb.end_line) == (0, 2)
+
+
+def test_blocks_at_a_line_are_the_containing_blocks_of_the_whole_walk():
+    # `python_blocks(text, line)` descends only into the nodes that hold the line (so a code
+    # action costs one parse, not a walk of every statement of a 5 MB file).
+    nested = SRC + "if x:\n    for i in y:\n        z = i\n    else:\n        w = 1\n"
+    everything = python_blocks(nested)
+    for line in range(len(nested.splitlines())):
+        assert python_blocks(nested, line) == [b for b in everything if b.contains(line)]
+    assert [b.kind for b in python_blocks(nested, 16)] == ["if_statement", "for_statement", "expression_statement"]
 
 
 def test_find_blocks_cover_code_without_overlap():

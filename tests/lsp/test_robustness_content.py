@@ -100,16 +100,15 @@ def test_every_kind_of_content_is_served_and_stays_in_sync(session):
             timings[f"{name}: completion (max)"] = max(timings[f"{name}: completion (max)"],
                                                       time.perf_counter() - t0)
             assert "result" in resp, (name, line, ch, resp)
-        if name != "big.py":  # whole-file tree-sitter parses: see docs/reliability.md
-            t0 = time.perf_counter()
-            resp = code_actions(c, uri, (0, 0), (0, 0))
-            assert "result" in resp, (name, resp)
-            actions = [a for a in resp["result"] or [] if not a.get("disabled")]
-            if actions:
-                done = c.wait_response(c.request("codeAction/resolve", actions[0]), 120)
-                # a repair either proposes an edit or fails with a clear RequestFailed
-                assert "result" in done or done["error"]["code"] == -32803, (name, done)
-            timings[f"{name}: code action + resolve"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        resp = code_actions(c, uri, (0, 0), (0, 0))
+        assert "result" in resp, (name, resp)
+        actions = [a for a in resp["result"] or [] if not a.get("disabled")]
+        if actions:
+            done = c.wait_response(c.request("codeAction/resolve", actions[0]), 120)
+            # a repair either proposes an edit or fails with a clear RequestFailed
+            assert "result" in done or done["error"]["code"] == -32803, (name, done)
+        timings[f"{name}: code action + resolve"] = time.perf_counter() - t0
         # an edit in the middle, then a full check
         lines = text.splitlines() or [""]
         edit = [{"range": rng((len(lines) // 2, 1), (len(lines) // 2, 3)), "text": f"{EMOJI}\r\n"}]
