@@ -160,9 +160,13 @@ def sample_blocks(
         for step in range(min(max_steps, n)):
             _check(cancel)
             t0 = time.perf_counter()
-            logits = model(x, pos, None, cache).logits[0].float()  # (B, V)
-            probs = torch.softmax(logits, dim=-1)
-            conf, pred = probs.max(dim=-1)  # (B,)
+            masked = x == mask_id  # (1, B)
+            # The LM head (the largest matmul) and the softmax only at still-masked rows:
+            # committed rows are never re-predicted in this sampler.
+            logits = model(x, pos, None, cache, select=masked).logits.float()  # (N, V)
+            conf_m, pred_m = torch.softmax(logits, dim=-1).max(dim=-1)  # (N,)
+            conf = torch.zeros(n, device=device).masked_scatter(masked[0], conf_m)  # (B,)
+            pred = x[0].masked_scatter(masked[0], pred_m)  # (B,)
             commit = commit_mask(
                 x[0], conf, pred, mask_id=mask_id, eoi_id=stop.eoi_id, threshold=threshold,
                 last_step=step == min(max_steps, n) - 1,
