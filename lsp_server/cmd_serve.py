@@ -68,17 +68,7 @@ def run(args: argparse.Namespace) -> int:
     base = Settings(model_path=args.model, device=args.device or "cpu", log_level=args.log_level)
     server = build_server(base)
     if args.tcp:
-        host, port = args.tcp
-
-        @server.feature("exit")
-        def _exit(ls, *_):
-            # pygls ends a TCP session with sys.exit inside an asyncio callback, which
-            # asyncio reports as a traceback; leave quietly with the same exit code.
-            logging.shutdown()
-            os._exit(0 if ls.protocol._shutdown else 1)
-
-        print(f"diffusion-lsp: listening on {host}:{port}", file=sys.stderr, flush=True)
-        server.start_tcp(host, port)
+        server.start_tcp(*args.tcp)
     else:
         server.start_io()
     return 0

@@ -10,8 +10,8 @@ exception handler, which leaves several cases unanswered or desynchronized:
   forever, plus a traceback on stderr and an "Error in server" pop-up;
 - requests before `initialize` were served and requests after `shutdown` silently dropped.
 
-`serve` is the read loop (used by `DiffusionLanguageServer.start_io`) and
-`RobustProtocol` the protocol class. What they answer (LSP 3.17 / JSON-RPC 2.0):
+`serve` is the read loop (used by `DiffusionLanguageServer.start_io` and `start_tcp`,
+the latter through `StreamReaderAdapter`) and `RobustProtocol` the protocol class. What they answer (LSP 3.17 / JSON-RPC 2.0):
 
 - unparsable body: error -32700 ParseError with `id: null`; a message that is not a
   JSON-RPC 2.0 object: -32600 InvalidRequest; params of the wrong shape: -32602
@@ -33,6 +33,7 @@ an unopened document into an error pop-up.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -184,6 +185,22 @@ class RobustProtocol(LanguageServerProtocol):
         else:
             fut.add_done_callback(lambda _f: self._request_futures.pop(msg_id, None))
 
+    @lsp_method(t.SHUTDOWN)
+    def lsp_shutdown(self, *args):
+        """pygls' shutdown, but cancelling over a copy of `_request_futures`: cancelling a
+        pending future runs the done-callback above at once (these are
+        concurrent.futures), which popped from the dict pygls was iterating, and shutdown
+        failed with "dictionary changed size during iteration" whenever it arrived while
+        a notification's handler (e.g. the model load after `initialized`) still ran."""
+        if (user_handler := self.fm.features.get(t.SHUTDOWN)) is not None:
+            yield user_handler, args, None
+        current_id = self.msg_id
+        for msg_id, future in list(self._request_futures.items()):
+            if msg_id != current_id and not future.done():
+                future.cancel()
+        self._shutdown = True
+        return None
+
     # -- document sync: straight to the server's own document store ---------------------
     @lsp_method(t.TEXT_DOCUMENT_DID_OPEN)
     def lsp_text_document__did_open(self, params: t.DidOpenTextDocumentParams):
@@ -199,6 +216,34 @@ class RobustProtocol(LanguageServerProtocol):
     def lsp_text_document__did_close(self, params: t.DidCloseTextDocumentParams):
         if (handler := self.fm.features.get(t.TEXT_DOCUMENT_DID_CLOSE)) is not None:
             yield handler, (params,), None
+
+
+class StreamReaderAdapter:
+    """An asyncio.StreamReader (TCP) with the read semantics `serve` expects from stdin:
+    a short read at EOF instead of IncompleteReadError, and a header line longer than the
+    stream's limit skipped as garbage instead of LimitOverrunError."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+
+    async def readline(self) -> bytes:
+        skipped = False
+        while True:
+            try:
+                line = await self._reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError as e:
+                return e.partial or (b"garbage\n" if skipped else b"")
+            except asyncio.LimitOverrunError as e:
+                await self._reader.readexactly(e.consumed)  # drop the garbage, keep reading
+                skipped = True
+                continue
+            return b"garbage\n" if skipped else line
+
+    async def readexactly(self, n: int) -> bytes:
+        try:
+            return await self._reader.readexactly(n)
+        except asyncio.IncompleteReadError as e:
+            return e.partial
 
 
 async def serve(stop_event: threading.Event, reader: Any, protocol: RobustProtocol) -> None:

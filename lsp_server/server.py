@@ -153,6 +153,50 @@ class DiffusionLanguageServer(LanguageServer):
         if code:
             raise SystemExit(code)
 
+    def start_tcp(self, host: str, port: int) -> None:
+        """Serve one client over TCP with the same read loop as stdio (`rpc.serve`); the
+        process ends with that client's session, as it does when stdin closes."""
+        self._stop_event = threading.Event()
+        code: int | None = 0
+
+        async def main() -> None:
+            nonlocal code
+            done = asyncio.Event()
+            busy = False
+
+            async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                nonlocal busy, code
+                if busy:  # one editor per server process, as over stdio
+                    writer.close()
+                    return
+                busy = True
+                self.protocol.set_writer(writer)
+                try:
+                    await rpc.serve(self._stop_event, rpc.StreamReaderAdapter(reader), self.protocol)
+                    log.info("the client closed the connection")
+                except (ConnectionError, BrokenPipeError):
+                    log.error("connection to the client is lost; shutting down")
+                except SystemExit as e:  # the exit notification
+                    code = e.code
+                finally:
+                    done.set()
+
+            server = await asyncio.start_server(connection, host, port)
+            bound = server.sockets[0].getsockname()  # the real port when asked for port 0
+            print(f"diffusion-lsp: listening on {bound[0]}:{bound[1]}", file=sys.stderr, flush=True)
+            async with server:
+                await done.wait()
+
+        try:
+            asyncio.run(main())
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.worker.shutdown()
+            self.shutdown()
+        if code:
+            raise SystemExit(code)
+
     # -- messages -------------------------------------------------------------------
     def log_line(self, level: str, message: str) -> None:
         """window/logMessage, filtered by the logLevel setting (and the Python log)."""

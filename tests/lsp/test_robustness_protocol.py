@@ -250,3 +250,15 @@ def test_no_traceback_spam_then_shutdown_refuses_requests(server):
         "uri": "file:///late.py", "languageId": "python", "version": 1, "text": ""}})
     server.notify("exit")
     assert server.wait_exit(60) == 0
+
+
+def test_shutdown_while_the_model_still_loads(tmp_path, tiny_model):
+    # `initialized` starts the model load; a shutdown right behind it cancels that pending
+    # handler, which used to fail the shutdown ("dictionary changed size during iteration").
+    c = start_server(tmp_path)
+    try:
+        c.initialize({"modelPath": tiny_model})
+        assert c.shutdown_and_exit() == 0
+        assert traceback_count(c.stderr_text()) == 0, c.stderr_tail()
+    finally:
+        c.close()
