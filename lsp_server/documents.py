@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from lsp_server.positions import UTF16, LineIndex, apply_change
+from lsp_server.positions import UTF16, LineIndex
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,14 @@ class DocumentStore:
             doc = self._docs.get(uri)
             if doc is None:
                 raise DocumentNotOpen(uri)
-            text = doc.text
+            index = doc.index
             for ch in changes:
                 if isinstance(ch, str):
-                    text = ch
+                    index = LineIndex(ch)
                 else:
                     start, end, new_text = ch
-                    text = apply_change(text, start, end, new_text, encoding)
-            snap = Snapshot(uri, text, version, doc.language, LineIndex(text))
+                    index = index.changed(start, end, new_text, encoding)
+            snap = Snapshot(uri, index.text, version, doc.language, index)
             self._docs[uri] = snap
         return snap
 

@@ -109,6 +109,35 @@ class LineIndex:
             end -= 1
         return start, end
 
+    def changed(self, start: tuple[int, int], end: tuple[int, int], new_text: str,
+                encoding: str = UTF16) -> LineIndex:
+        """The index after replacing the LSP range [start, end) by `new_text` (a reversed
+        range is read in order)."""
+        a, b = self.offset(*start, encoding), self.offset(*end, encoding)
+        return self.replaced(min(a, b), max(a, b), new_text)
+
+    def replaced(self, a: int, b: int, new_text: str) -> LineIndex:
+        """The index of `text[:a] + new_text + text[b:]`, re-scanning only the edited lines.
+
+        The old line starts before the edit are kept, those after it are shifted, and the
+        breaks are looked for again from one line before the edit to one line after it
+        (so a "\r" + "\n" pair that the edit joins or splits is seen); a keystroke in a
+        5 MB file costs a shift of the later line starts, not a scan of the whole text.
+        """
+        text = self.text[:a] + new_text + self.text[b:]
+        starts = self.starts
+        first = max(0, bisect_right(starts, a) - 2)  # the line before the edited one
+        last = bisect_right(starts, b) + 1  # index of the start of the line after the next
+        lo = starts[first]
+        delta = len(new_text) - (b - a)
+        hi_old = starts[last] if last < len(starts) else len(self.text)
+        hi = hi_old + delta
+        mid = [m.end() for m in _LINE_BREAK.finditer(text, lo, hi)]  # absolute offsets
+        new = LineIndex.__new__(LineIndex)
+        new.text = text
+        new.starts = [*starts[: first + 1], *mid, *(x + delta for x in starts[last + 1 :])]
+        return new
+
     def line_text(self, line: int) -> str:
         start, end = self.line_bounds(line)
         return self.text[start:end]
@@ -133,9 +162,4 @@ class LineIndex:
 def apply_change(text: str, start: tuple[int, int], end: tuple[int, int], new_text: str,
                  encoding: str = UTF16) -> str:
     """Replace the LSP range [start, end) of `text` by `new_text` (an incremental didChange)."""
-    index = LineIndex(text)
-    a = index.offset(*start, encoding)
-    b = index.offset(*end, encoding)
-    if b < a:
-        a, b = b, a
-    return text[:a] + new_text + text[b:]
+    return LineIndex(text).changed(start, end, new_text, encoding).text

@@ -101,6 +101,24 @@ def test_apply_change_equals_splice(text, new, data):
     assert got == text[:a2] + new + text[b2:]
 
 
+@given(text_chars, text_chars, st.data())
+def test_incremental_index_equals_a_fresh_one(text, new, data):
+    # raw offsets, so that edits land inside "\r\n" too and join or split pairs
+    a = data.draw(st.integers(0, len(text)))
+    b = data.draw(st.integers(a, len(text)))
+    got = LineIndex(text).replaced(a, b, new)
+    want = text[:a] + new + text[b:]
+    assert got.text == want
+    assert got.starts == line_starts(want)
+
+
+def test_incremental_index_joins_and_splits_crlf():
+    idx = LineIndex("ab\rcd\n")
+    assert idx.replaced(3, 3, "\n").starts == [0, 4, 7]  # "\r" + "\n" is one break
+    assert LineIndex("ab\r\ncd").replaced(3, 3, "x").starts == [0, 3, 5]  # split in two
+    assert idx.replaced(0, 7, "").starts == [0]
+
+
 def test_text_length():
     assert text_length(f"a{EMOJI}", UTF16) == 3
     assert text_length(f"a{EMOJI}", UTF8) == 5
