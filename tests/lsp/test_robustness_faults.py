@@ -196,15 +196,26 @@ def test_corrupted_foreign_and_forged_cache_files(env):
     assert not env["marker"].exists(), "a cache file was unpickled"
 
 
-def _complete_and_close(c, folder: str) -> dict:
-    """Complete in three documents and close them (closing spills a cache: a write attempt
-    each); the server's status afterwards."""
-    for i in range(3):
+def _settled(c) -> dict:
+    """The status once the spill writer thread has tried every queued spill (closes spill
+    in the background, so a status right after didClose can predate the write)."""
+    deadline = time.monotonic() + 60
+    while True:  # each status is a real round trip
+        s = c.status()
+        if s["cache"]["bytes_pending_spill"] == 0:
+            return s
+        assert time.monotonic() < deadline, s["cache"]
+
+
+def _complete_and_close(c, folder: str, first: int = 0, n: int = 3) -> dict:
+    """Complete in `n` documents and close them (closing spills a cache: a write attempt
+    each); the server's status once those writes were tried."""
+    for i in range(first, first + n):
         uri = f"file:///{folder}/{i}.py"
         open_doc(c, uri, "import os\n" * 40)
         assert "result" in completion(c, uri, 20, 0)
         c.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
-    return c.status()
+    return _settled(c)
 
 
 def test_unwritable_cache_directory(env):
@@ -232,12 +243,8 @@ def test_full_disk_while_spilling(env):
         assert not list(cache_dir.iterdir())
     finally:
         resource.prlimit(pid, resource.RLIMIT_FSIZE, old)
-    for i in range(3, 5):  # space again: spilling resumes
-        uri = f"file:///full/{i}.py"
-        open_doc(c, uri, "import os\n" * 40)
-        assert "result" in completion(c, uri, 20, 0)
-        c.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
-    assert c.status()["cache"]["spills"] >= 1
+    s = _complete_and_close(c, "full", first=3, n=2)  # space again: spilling resumes
+    assert s["cache"]["spills"] >= 1
     assert all(spill.is_spill_name(p.name) for p in cache_dir.iterdir())
 
 
