@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", dest="json_out", help="write the report as JSON to this file")
     p.add_argument("--markdown", help="write the report table as Markdown to this file")
+    p.add_argument("--merge", nargs="+", default=[], metavar="REPORT.json",
+                   help="add the models of earlier reports (--json) to this one, e.g. an AR "
+                        "baseline evaluated by its own process (--model AR_DIR) on the other core")
 
 
 # -- jobs ---------------------------------------------------------------------------------
@@ -190,6 +193,21 @@ def evaluate(engine: Engine, args, texts: list[str], log, repair: bool) -> dict:
     return r
 
 
+def merged_models(paths: list[str]) -> dict:
+    """{name: results} of earlier reports, read before the (long) evaluation starts."""
+    out: dict = {}
+    for path in paths:
+        try:
+            models = json.loads(Path(path).read_text())["models"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"diffusion-lsp eval: --merge {path}: not an eval report ({e})") from None
+        for name, r in models.items():
+            if name in out:
+                raise SystemExit(f"diffusion-lsp eval: --merge: two reports have a {name!r} model")
+            out[name] = r
+    return out
+
+
 def table(report: dict) -> str:
     models = report["models"]
     rows = [
@@ -221,6 +239,12 @@ def run(args: argparse.Namespace) -> int:
 
     sampler = sampler_from_args(args)
     engine = Engine.from_path(args.model, sampler=sampler)
+    if engine.is_ar and args.ar_model:
+        raise SystemExit("diffusion-lsp eval: --model is already autoregressive; leave out --ar-model")
+    merged = merged_models(args.merge)
+    own = ["ar" if engine.is_ar else "diffusion"] + (["ar"] if args.ar_model else [])
+    if clash := [n for n in own if n in merged]:
+        raise SystemExit(f"diffusion-lsp eval: --merge: this run already has a {clash[0]!r} model")
     dirs = args.heldout_dirs
     fraction = 0.02
     record_path = engine.loaded.path / "training.json"
@@ -234,11 +258,14 @@ def run(args: argparse.Namespace) -> int:
         "machine": {"cores": torch.get_num_threads(), "torch": torch.__version__,
                     "python": platform.python_version(), "platform": platform.platform()},
         "sampler": {"block_size": sampler.block_size, "threshold": sampler.threshold},
-        "models": {"diffusion": evaluate(engine, args, texts, log, repair=True)},
+        # repair is an edit-mode (diffusion) job: the AR baseline has no repair numbers
+        "models": {"ar" if engine.is_ar else "diffusion": evaluate(engine, args, texts, log,
+                                                                    repair=not engine.is_ar)},
     }
     if args.ar_model:
         ar = Engine.from_path(args.ar_model, sampler=sampler)
         report["models"]["ar"] = evaluate(ar, args, texts, log, repair=False)
+    report["models"].update(merged)
     print(json.dumps(report, indent=2))
     print(table(report), file=sys.stderr)
     if args.json_out:

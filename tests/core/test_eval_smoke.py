@@ -1,0 +1,75 @@
+"""`diffusion-lsp eval` end to end on tiny models: report layout, the AR baseline in its own
+process, and --merge of the two reports (the way the two cores of a laptop run them)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import humaneval
+from diffusion_core.data import is_heldout
+from diffusion_core.testing import make_tiny_model_dir
+from lsp_server.cli import main
+
+FUNC = '''def f_{i}(values, limit={i}):
+    """Keep the values under the limit."""
+    out = []
+    for v in values:
+        if v < limit:
+            out.append(v * {i})
+    return out
+'''
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eval")
+    src = d / "src"
+    src.mkdir()
+    heldout = 0
+    i = 0
+    while heldout < 3:  # enough files that the 2% held-out split (by content hash) is not empty
+        text = FUNC.format(i=i) + "\n\n" + FUNC.format(i=i + 1)
+        (src / f"m{i}.py").write_text(text)
+        heldout += is_heldout(text, 0.02)
+        i += 1
+    return d, src, make_tiny_model_dir(d / "diffusion"), make_tiny_model_dir(d / "ar", kind="ar")
+
+
+def _eval(src, model, *extra: str) -> int:
+    n = "1" if (humaneval.eval_dir() / humaneval.FILES["single_line"]).exists() else "0"
+    return main(["eval", "--model", str(model), "--heldout-dirs", str(src), "--single-line", n,
+                 "--multi-line", "0", "--next-line", "3", "--repair", "2", *extra])
+
+
+def test_ar_alone_then_merged_beside_the_diffusion_model(setup):
+    d, src, diffusion, ar = setup
+    assert _eval(src, ar, "--json", str(d / "ar.json")) == 0
+    ar_report = json.loads((d / "ar.json").read_text())
+    assert list(ar_report["models"]) == ["ar"]
+    assert "repair" not in ar_report["models"]["ar"]  # repair is a diffusion (edit-mode) job
+    assert ar_report["models"]["ar"]["next_line"]["positions"] == 3
+    assert _eval(src, diffusion, "--merge", str(d / "ar.json"), "--json", str(d / "both.json"),
+                 "--markdown", str(d / "both.md")) == 0
+    both = json.loads((d / "both.json").read_text())
+    assert list(both["models"]) == ["diffusion", "ar"]
+    assert both["models"]["ar"] == ar_report["models"]["ar"]
+    assert set(both["models"]["diffusion"]["repair"]) >= {"token_edits_restored", "syntax_errors_fixed_exactly"}
+    header = (d / "both.md").read_text().splitlines()[0]
+    assert header == "| metric | diffusion | ar |"
+
+
+def test_bad_combinations_are_usage_errors(setup, tmp_path):
+    d, src, diffusion, ar = setup
+    report = tmp_path / "ar.json"
+    report.write_text(json.dumps({"models": {"ar": {}}}))
+    with pytest.raises(SystemExit, match="already autoregressive"):
+        _eval(src, ar, "--ar-model", str(ar))
+    with pytest.raises(SystemExit, match="two reports have a 'ar' model"):
+        _eval(src, diffusion, "--merge", str(report), str(report))
+    with pytest.raises(SystemExit, match="already has a 'ar' model"):
+        _eval(src, diffusion, "--ar-model", str(ar), "--merge", str(report))
+    (tmp_path / "junk.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="not an eval report"):
+        _eval(src, diffusion, "--merge", str(tmp_path / "junk.json"))
