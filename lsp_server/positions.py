@@ -91,9 +91,9 @@ def line_starts(text: str) -> list[int]:
 class LineIndex:
     """Line table of one text: converts positions to offsets and back."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, starts: list[int] | None = None) -> None:
         self.text = text
-        self.starts = line_starts(text)
+        self.starts = line_starts(text) if starts is None else starts  # `replaced` passes its own
 
     @property
     def line_count(self) -> int:
@@ -133,10 +133,7 @@ class LineIndex:
         hi_old = starts[last] if last < len(starts) else len(self.text)
         hi = hi_old + delta
         mid = [m.end() for m in _LINE_BREAK.finditer(text, lo, hi)]  # absolute offsets
-        new = LineIndex.__new__(LineIndex)
-        new.text = text
-        new.starts = [*starts[: first + 1], *mid, *(x + delta for x in starts[last + 1 :])]
-        return new
+        return LineIndex(text, [*starts[: first + 1], *mid, *(x + delta for x in starts[last + 1 :])])
 
     def line_text(self, line: int) -> str:
         start, end = self.line_bounds(line)

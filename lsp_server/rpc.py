@@ -10,8 +10,9 @@ exception handler, which leaves several cases unanswered or desynchronized:
   forever, plus a traceback on stderr and an "Error in server" pop-up;
 - requests before `initialize` were served and requests after `shutdown` silently dropped.
 
-`serve` is the read loop (used by `DiffusionLanguageServer.start_io` and `start_tcp`,
-the latter through `StreamReaderAdapter`) and `RobustProtocol` the protocol class. What they answer (LSP 3.17 / JSON-RPC 2.0):
+`serve` is the read loop (used by `DiffusionLanguageServer.start_io`, and by `start_tcp`
+through `StreamReaderAdapter`) and `RobustProtocol` the protocol class. What they answer
+(LSP 3.17 / JSON-RPC 2.0):
 
 - unparsable body: error -32700 ParseError with `id: null`; a message that is not a
   JSON-RPC 2.0 object: -32600 InvalidRequest; params of the wrong shape: -32602
