@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import get_args
 
 from diffusion_core.data import DataConfig
+from diffusion_core.posttrain.examples import Weighting
 from diffusion_core.train import PRESETS, TrainConfig, train
 
 EVAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "eval"
@@ -64,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rollouts", type=int, default=4, help="order: trajectories sampled per example (best kept)")
     g.add_argument("--order-temperature", type=float, default=1.0,
                    help="order: Gumbel noise on the log-confidences that choose the committed positions")
-    g.add_argument("--order-weighting", choices=["elbo", "uniform"], default="elbo",
+    g.add_argument("--order-weighting", choices=get_args(Weighting), default="elbo",
                    help="order: loss weight of a kept state, MDLM 1/t (elbo) or 1 per masked position "
                         "(uniform; see docs/posttraining.md for why elbo can collapse a weak model)")
     g.add_argument("--onpolicy-schedule", action="append", type=_schedule, metavar="THR[:STEPS]",
@@ -109,7 +111,8 @@ def _run_posttrain(args: argparse.Namespace, forbidden: tuple[str, ...], max_s: 
         steps=v["steps"], batch_size=v["batch_size"], lr=v["lr"], warmup=v["warmup"], seed=args.seed,
         heldout_fraction=args.heldout_fraction, checkpoint_seconds=args.checkpoint_minutes * 60,
         forbidden=forbidden, rollouts=args.rollouts, order_temperature=args.order_temperature,
-        order_weighting=args.order_weighting, states_per_trajectory=args.states_per_trajectory, eval_examples=args.eval_examples, **extra,
+        order_weighting=args.order_weighting, states_per_trajectory=args.states_per_trajectory,
+        eval_examples=args.eval_examples, **extra,
     )
     state = posttrain(cfg, device=args.device, max_seconds=max_s, progress=not args.no_progress)
     print(f"{cfg.stage} step {state['step']}/{cfg.steps}; model written to {Path(args.out) / 'model'}")

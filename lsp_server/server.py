@@ -148,10 +148,14 @@ class DiffusionLanguageServer(LanguageServer):
         except SystemExit as e:  # the exit notification
             code = e.code
         finally:
-            self.worker.shutdown()
-            self.shutdown()
+            self._end_session()
         if code:
             raise SystemExit(code)
+
+    def _end_session(self) -> None:
+        """After the client is gone (stdio or TCP): stop the model worker, then pygls."""
+        self.worker.shutdown()
+        self.shutdown()
 
     def start_tcp(self, host: str, port: int) -> None:
         """Serve one client over TCP with the same read loop as stdio (`rpc.serve`); the
@@ -192,8 +196,7 @@ class DiffusionLanguageServer(LanguageServer):
         except KeyboardInterrupt:
             pass
         finally:
-            self.worker.shutdown()
-            self.shutdown()
+            self._end_session()
         if code:
             raise SystemExit(code)
 

@@ -11,12 +11,13 @@ import threading
 
 import pytest
 
+from benchmarks.soak import frame
+
 DEADLINE = 120.0
 
 
 def _frame(msg: dict) -> bytes:
-    body = json.dumps(msg).encode()
-    return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    return frame(json.dumps(msg).encode())
 
 
 class SocketClient:
