@@ -273,10 +273,14 @@ class ExampleBuilder:
             weights=torch.ones(n), region=n - 1,
         )
 
-    def batch(self, step: int, rank: int, batch_size: int, stage: int) -> Batch:
+    def examples(self, step: int, rank: int, batch_size: int, stage: int) -> list[Example]:
+        """The examples of one step: a pure function of (seed, step, rank)."""
         rng = random.Random(f"{self.seed}/{step}/{rank}")
         g = torch.Generator().manual_seed(rng.getrandbits(63))
-        return collate([self.example(rng, g, stage) for _ in range(batch_size)], self.sp.pad)
+        return [self.example(rng, g, stage) for _ in range(batch_size)]
+
+    def batch(self, step: int, rank: int, batch_size: int, stage: int) -> Batch:
+        return collate(self.examples(step, rank, batch_size, stage), self.sp.pad)
 
 
 def infill_block_ids(n_context: int, n_middle: int, block: int) -> torch.Tensor:

@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stage2-fraction", type=float, default=0.2,
                    help="share of the last steps trained with edit corruption (Seed Diffusion stage 2)")
     p.add_argument("--tokenizer", help="reuse this tokenizer.json (the AR baseline shares the diffusion one)")
+    p.add_argument("--micro-batch", type=int, default=0, metavar="N",
+                   help="examples per forward pass, gradients accumulated over the step "
+                        "(default 0: one on CPU, which pads nothing, the whole batch on GPU)")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--max-minutes", type=float, help="stop (after a checkpoint) after this many minutes; rerun to resume")
     p.add_argument("--exclude", action="append", default=[],
@@ -93,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         steps=v["steps"], batch_size=v["batch_size"], lr=v["lr"], warmup=v["warmup"], seed=args.seed,
         stage2_fraction=args.stage2_fraction, tokenizer=args.tokenizer, forbidden=forbidden,
         checkpoint_seconds=args.checkpoint_minutes * 60, init_from=args.init_from, data=DataConfig(),
+        micro_batch=args.micro_batch,
     )
     state = train(cfg, device=args.device, max_seconds=max_s, progress=not args.no_progress)
     print(f"step {state['step']}/{cfg.steps}; model written to {Path(args.out) / 'model'}")
@@ -112,7 +116,7 @@ def _run_posttrain(args: argparse.Namespace, forbidden: tuple[str, ...], max_s: 
         heldout_fraction=args.heldout_fraction, checkpoint_seconds=args.checkpoint_minutes * 60,
         forbidden=forbidden, rollouts=args.rollouts, order_temperature=args.order_temperature,
         order_weighting=args.order_weighting, states_per_trajectory=args.states_per_trajectory,
-        eval_examples=args.eval_examples, **extra,
+        eval_examples=args.eval_examples, micro_batch=args.micro_batch, **extra,
     )
     state = posttrain(cfg, device=args.device, max_seconds=max_s, progress=not args.no_progress)
     print(f"{cfg.stage} step {state['step']}/{cfg.steps}; model written to {Path(args.out) / 'model'}")

@@ -33,6 +33,7 @@ class PostTrainConfig:
     seed: int = 0
     heldout_fraction: float = 0.02  # must match pre-training, so the held-out files stay unseen
     checkpoint_seconds: float = 300.0
+    micro_batch: int = 0  # training examples per forward pass; as TrainConfig.micro_batch
     forbidden: tuple[str, ...] = ()
     data: DataConfig = field(default_factory=_posttrain_data)
     states_per_trajectory: int = 2  # fine-tuning examples drawn from each kept trajectory

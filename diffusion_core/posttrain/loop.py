@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from diffusion_core.checkpoint import load_model_dir, save_model_dir
-from diffusion_core.data import ExampleBuilder, collate, list_source_files, load_corpus
+from diffusion_core.data import ExampleBuilder, list_source_files, load_corpus
 from diffusion_core.model import CodeTransformer
 from diffusion_core.posttrain.config import PostTrainConfig
 from diffusion_core.posttrain.onpolicy import onpolicy_batch
@@ -31,7 +31,14 @@ from diffusion_core.posttrain.speed import fixed_sources, measure
 from diffusion_core.posttrain.stage import StageBatch
 from diffusion_core.posttrain.trajectories import Source
 from diffusion_core.tokenizer import CodeTokenizer
-from diffusion_core.train import _optimizer, load_checkpoint, loss_fn, lr_at, save_checkpoint
+from diffusion_core.train import (
+    _optimizer,
+    accumulate_gradients,
+    load_checkpoint,
+    lr_at,
+    resolved_micro_batch,
+    save_checkpoint,
+)
 
 STAGE_FNS: dict[str, Callable[..., StageBatch]] = {"order": order_batch, "onpolicy": onpolicy_batch}
 
@@ -101,6 +108,7 @@ def posttrain(
         state["eval_before"] = measure(model, eval_sources, cfg.eval_threshold, tok.special).to_dict()
         log(f"before: {state['eval_before']}")
     stage_fn = STAGE_FNS[cfg.stage]
+    micro = resolved_micro_batch(cfg.micro_batch, dev)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -117,15 +125,13 @@ def posttrain(
         model.train()
         loss_value = None
         if sb.examples:
-            batch = collate(sb.examples, tok.special.pad).to(dev)
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step)
-            loss = loss_fn(model, batch)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = accumulate_gradients(model, sb.examples, tok.special.pad, micro, dev)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            loss_value = round(float(loss.detach()), 5)
+            loss_value = round(loss, 5)
         state["step"] = step + 1
         state["kept"] += sb.kept
         state["rejected"] += sb.rejected

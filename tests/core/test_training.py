@@ -1,14 +1,23 @@
 """Training: the loss goes down, and a resumed run continues bit for bit."""
 
 import json
+from functools import partial
 from pathlib import Path
 
+import pytest
 import torch
 
 from diffusion_core.data import DataConfig, ExampleBuilder, load_corpus
 from diffusion_core.model import CodeTransformer
 from diffusion_core.testing import tiny_config
-from diffusion_core.train import TrainConfig, load_checkpoint, train
+from diffusion_core.train import (
+    TrainConfig,
+    accumulate_gradients,
+    load_checkpoint,
+    loss_fn,
+    micro_batches,
+    train,
+)
 
 
 def _cfg(data_dir, out, steps, **kw) -> TrainConfig:
@@ -65,6 +74,36 @@ def test_stage_two_batches_contain_edit_examples(data_dir):
     assert ((s1.targets != -100) & (s1.ids == tok.special.mask)).sum() == (s1.targets != -100).sum()
     assert ((s2.targets != -100) & (s2.ids != tok.special.mask)).sum() > 0
     assert torch.equal(b.batch(3, 0, 4, 1).ids, b.batch(3, 0, 4, 1).ids)  # a pure function of step
+
+
+@pytest.mark.parametrize("kind", ["diffusion", "ar"])
+def test_micro_batches_give_the_gradient_of_the_whole_step(data_dir, tok, kind):
+    corpus = load_corpus(sorted(data_dir.glob("*.py")), 0.0, "train")
+    b = ExampleBuilder(corpus, tok, DataConfig(max_prefix=48, max_suffix=16, max_middle=16), kind, 0)
+    examples = b.examples(5, 0, 6, stage=2)
+    lengths = [e.ids.numel() for e in examples]
+    assert len(set(lengths)) > 1  # the whole-step batch pads, the micro-batches do not
+    groups = micro_batches(examples, 4)
+    assert [len(g) for g in groups] == [4, 2] and sorted(lengths) == [e.ids.numel() for g in groups for e in g]
+    torch.manual_seed(0)
+    model = CodeTransformer(tiny_config(tok, kind))
+
+    def grads(fn) -> tuple[float, list[torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        loss = fn()
+        return loss, [p.grad.clone() for p in model.parameters()]
+
+    def whole() -> float:
+        loss = loss_fn(model, b.batch(5, 0, 6, stage=2))
+        loss.backward()
+        return float(loss.detach())
+
+    ref_loss, ref = grads(whole)
+    for size in (1, 4, 0):
+        loss, got = grads(partial(accumulate_gradients, model, examples, tok.special.pad, size, torch.device("cpu")))
+        assert abs(loss - ref_loss) < 1e-4 * abs(ref_loss), size
+        for g, r in zip(got, ref, strict=True):
+            torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
 
 
 def test_ar_and_diffusion_share_the_model_code(tok):
