@@ -276,16 +276,20 @@ def train(cfg: TrainConfig, *, device: str | None = None, max_seconds: float | N
         lv = accumulate_gradients(ddp, examples, sp.pad, micro, dev)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
+        if world > 1:  # the step's tokens of all ranks and their mean loss, for the record
+            both = torch.tensor([n_tokens, lv], dtype=torch.float64, device=dev)
+            dist.all_reduce(both)
+            n_tokens, lv = int(both[0]), float(both[1]) / world
         ema = lv if ema is None else 0.98 * ema + 0.02 * lv
         state["ema"] = ema
         state["step"] = step + 1
-        state["tokens"] += n_tokens * world
+        state["tokens"] += n_tokens
         state["wall_seconds"] = wall0 + time.time() - t_start
         if (step + 1) % 10 == 0:
             state["losses"].append([step + 1, stage, round(ema, 4)])
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{ema:.3f}", stage=stage, tok_s=f"{n_tokens * world / (time.time() - t0):.0f}")
+            bar.set_postfix(loss=f"{ema:.3f}", stage=stage, tok_s=f"{n_tokens / (time.time() - t0):.0f}")
         done = state["step"] >= cfg.steps
         out_of_time = max_seconds is not None and time.time() - t_start >= max_seconds
         if rank == 0 and (done or out_of_time or time.time() - t_ckpt >= cfg.checkpoint_seconds):
