@@ -93,6 +93,9 @@ class SamplerConfig:
     threshold: float = 0.9  # commit every masked position whose confidence passes this
     max_tokens: int = 64
     max_steps_per_block: int = 0  # 0 = block_size (one token per step in the worst case)
+    # Latency budget of one infill in ms, tokenizing and encoding included; past it the
+    # answer is what is decided so far (`sampler.sample_blocks`, deadline). 0 = none.
+    budget_ms: float = 0.0
     repair_steps: int = 6
     repair_threshold: float = 0.5
     repair_slack: float = 0.25  # extra canvas room for insertions, as a share of the block
@@ -105,6 +108,8 @@ class SamplerConfig:
             raise ValueError(f"block_size must be in 1..512, got {self.block_size}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.budget_ms < 0:
+            raise ValueError(f"budget_ms must be >= 0, got {self.budget_ms}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if not 0.0 <= self.repair_threshold <= 1.0:

@@ -182,13 +182,15 @@ class Engine:
         enc_ms = (time.perf_counter() - t_enc) * 1000
         stop = StopRule(self.special.eoi, self.tokenizer.newline_ids, stop_at_newline)
         n = max_tokens or sc.max_tokens
+        deadline = t0 + sc.budget_ms / 1000 if sc.budget_ms > 0 else None
         if self.is_ar:
-            res = sample_ar(self.model, ctx_cache, ids[-1], max_tokens=n, stop=stop, cancel=cancel)
+            res = sample_ar(self.model, ctx_cache, ids[-1], max_tokens=n, stop=stop, cancel=cancel,
+                            deadline=deadline)
         else:
             res = sample_blocks(
                 self.model, ctx_cache, block_size=b, threshold=sc.threshold, max_tokens=n,
                 mask_id=self.special.mask, stop=stop, cancel=cancel,
-                max_steps_per_block=sc.max_steps_per_block,
+                max_steps_per_block=sc.max_steps_per_block, deadline=deadline,
             )
         res.stats.encode_ms = enc_ms
         return InfillOutput(

@@ -35,6 +35,7 @@ class SampleStats:
     tokens_per_step: list[int] = field(default_factory=list)
     step_ms: list[float] = field(default_factory=list)
     encode_ms: float = 0.0
+    out_of_time: bool = False  # the deadline cut decoding short (see `sample_blocks`)
 
     @property
     def tokens(self) -> int:
@@ -51,6 +52,7 @@ class SampleStats:
             "tokens_per_step": self.mean_tokens_per_step,
             "step_ms": sum(self.step_ms),
             "encode_ms": self.encode_ms,
+            "out_of_time": self.out_of_time,
         }
 
 
@@ -138,12 +140,18 @@ def sample_blocks(
     cancel: CancelFn | None = None,
     max_steps_per_block: int = 0,
     on_step: StepHook | None = None,
+    deadline: float | None = None,
 ) -> SampleResult:
     """Greedy block-wise parallel decoding with a confidence threshold.
 
     `on_step(start, block)`, if given, sees the block's token ids (B,) after every
     denoising step (start = the block's first position): post-training records the order
     in which positions were committed with it.
+
+    `deadline` (a `time.perf_counter()` value): once a step ends past it, decoding stops
+    and returns what is decided so far, the finished blocks and the committed positions of
+    the current block left of its first undecided one (`stats.out_of_time`). At least one
+    step always runs. Unlike `cancel`, this is an answer, only a shorter one.
     """
     device = next(model.parameters()).device
     stats = SampleStats()
@@ -188,11 +196,18 @@ def sample_blocks(
             stats.step_ms.append((time.perf_counter() - t0) * 1000)
             if not bool((x[0] == mask_id).any()):
                 break
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
         block = x[0].tolist()
+        if mask_id in block:  # out of time inside the block: keep its decided left part
+            block = block[: block.index(mask_id)]
         kept, stopped = stop.cut(block)
         out.extend(kept)
         conf_out.extend(conf_block[: len(kept)].tolist())
         if stopped or len(out) >= max_tokens:
+            break
+        if deadline is not None and time.perf_counter() >= deadline:
+            stats.out_of_time = True
             break
         _check(cancel)
         cache = cache.extend(_kv_only(model, x, pos, cache))
@@ -271,8 +286,10 @@ def sample_ar(
     max_tokens: int,
     stop: StopRule,
     cancel: CancelFn | None = None,
+    deadline: float | None = None,
 ) -> SampleResult:
-    """Greedy next-token decoding for the autoregressive baseline (one token per step)."""
+    """Greedy next-token decoding for the autoregressive baseline (one token per step);
+    `deadline` as in `sample_blocks`."""
     device = next(model.parameters()).device
     stats = SampleStats()
     out: list[int] = []
@@ -289,5 +306,8 @@ def sample_ar(
         kept, stopped = stop.cut([tok])
         out.extend(kept)
         if stopped:
+            break
+        if deadline is not None and time.perf_counter() >= deadline and len(out) < max_tokens:
+            stats.out_of_time = True
             break
     return SampleResult(out, stats, cache)

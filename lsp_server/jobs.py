@@ -191,6 +191,7 @@ def run_completion(
         "encode_ms": round(out.stats.encode_ms, 2),
         "steps": out.stats.steps,
         "tokens": len(out.tokens),
+        "out_of_time": out.stats.out_of_time,
         "reused_tokens": out.reused_tokens,
         "encoded_tokens": out.encoded_tokens,
     }

@@ -234,7 +234,8 @@ class DiffusionLanguageServer(LanguageServer):
 
     def _sampler(self) -> SamplerConfig:
         s = self.settings
-        return SamplerConfig(block_size=s.block_size, threshold=s.threshold, max_tokens=s.max_tokens)
+        return SamplerConfig(block_size=s.block_size, threshold=s.threshold, max_tokens=s.max_tokens,
+                             budget_ms=s.latency_budget_ms)
 
     def _make_store(self, engine: Engine):
         """A fresh cache store; may run in the worker, so problems are queued, not shown."""

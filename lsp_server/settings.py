@@ -22,6 +22,7 @@ class Settings:
     block_size: int = 32
     threshold: float = 0.9
     max_tokens: int = 64
+    latency_budget_ms: float = 0.0  # 0: no budget
     cache_budget_mb: float = 256.0
     cache_dir: str | None = None  # None: no spill to disk
     enable_completion: bool = True
@@ -43,6 +44,7 @@ KEYS = {
     "blockSize": "block_size",
     "threshold": "threshold",
     "maxTokens": "max_tokens",
+    "latencyBudgetMs": "latency_budget_ms",
     "cacheBudgetMb": "cache_budget_mb",
     "cacheDir": "cache_dir",
     "enableCompletion": "enable_completion",
@@ -102,6 +104,7 @@ CHECKS = {
     "block_size": _int_in(1, 512),
     "threshold": _float_in(0.0, 1.0),
     "max_tokens": _int_in(1, 8192),
+    "latency_budget_ms": _float_in(0.0, 60_000.0),
     "cache_budget_mb": _float_in(0.0, 1 << 20),
     "cache_dir": _opt_str,
     "enable_completion": _bool,

@@ -125,8 +125,10 @@ def test_line_span():
 
 # -- settings --------------------------------------------------------------------------
 def test_settings_validation():
-    s, problems = parse_settings({"diffusionLsp": {"maxTokens": 12, "threshold": 1.0}})
-    assert (s.max_tokens, s.threshold) == (12, 1.0) and problems == []
+    s, problems = parse_settings({"diffusionLsp": {"maxTokens": 12, "threshold": 1.0, "latencyBudgetMs": 80}})
+    assert (s.max_tokens, s.threshold, s.latency_budget_ms) == (12, 1.0, 80) and problems == []
+    _, problems = parse_settings({"latencyBudgetMs": -5})
+    assert len(problems) == 1 and "latencyBudgetMs" in problems[0]
     s, problems = parse_settings({"maxTokens": -1, "bogus": 1, "device": "tpu", "blockSize": 8})
     assert s.max_tokens == Settings().max_tokens and s.device == "cpu" and s.block_size == 8
     assert len(problems) == 3

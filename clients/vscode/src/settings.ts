@@ -14,6 +14,7 @@ export const SERVER_SETTING_KEYS = [
   "blockSize",
   "threshold",
   "maxTokens",
+  "latencyBudgetMs",
   "cacheBudgetMb",
   "cacheDir",
   "enableCompletion",

@@ -22,6 +22,7 @@ M.SERVER_SETTING_KEYS = {
   'blockSize',
   'threshold',
   'maxTokens',
+  'latencyBudgetMs',
   'cacheBudgetMb',
   'cacheDir',
   'enableCompletion',
