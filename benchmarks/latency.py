@@ -51,6 +51,7 @@ class LatencyConfig:
     max_tokens: int = 32
     block_size: int | None = None
     threshold: float | None = None
+    budget_ms: float = 0.0  # the server's latencyBudgetMs (0: none)
     request: str = "inline"  # "inline" (textDocument/inlineCompletion) or "completion"
     device: str = "cpu"
     threads: int | None = None
@@ -65,6 +66,8 @@ class LatencyConfig:
             opts["blockSize"] = self.block_size
         if self.threshold is not None:
             opts["threshold"] = self.threshold
+        if self.budget_ms:
+            opts["latencyBudgetMs"] = self.budget_ms
         return opts
 
 
@@ -244,6 +247,9 @@ def summarize(cfg: LatencyConfig, session: dict, colds: list[tuple[Record, float
             "steps": percentiles(s["steps"] for s in warm_engine),
             "reused_context_tokens": percentiles(s["reused_tokens"] for s in warm_engine),
             "encoded_context_tokens": percentiles(s["encoded_tokens"] for s in warm_engine),
+            # answers cut short by the latency budget (--budget-ms)
+            "out_of_time_share": round(sum(s["out_of_time"] for s in warm_engine) / len(warm_engine), 3)
+            if warm_engine else None,
         },
         "server_status": {k: status.get(k) for k in (
             "requests_served", "requests_cancelled", "requests_superseded",
@@ -285,6 +291,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pause between keys, uniform in [MIN, MAX] ms (80 150)")
     g.add_argument("--request", choices=["inline", "completion"], default="inline",
                    help="textDocument/inlineCompletion (default) or textDocument/completion")
+    g.add_argument("--budget-ms", type=float, default=0.0,
+                   help="the server's latencyBudgetMs setting (default 0: no budget)")
 
 
 def config_from_args(args: argparse.Namespace) -> LatencyConfig:
@@ -293,7 +301,7 @@ def config_from_args(args: argparse.Namespace) -> LatencyConfig:
         keys_per_target=args.keys_per_target,
         cold_runs=args.cold_runs, min_gap_ms=args.gap_ms[0], max_gap_ms=args.gap_ms[1],
         max_tokens=args.max_tokens, block_size=args.block_size, threshold=args.threshold,
-        request=args.request, device=args.device, threads=args.threads, seed=args.seed,
+        request=args.request, budget_ms=args.budget_ms, device=args.device, threads=args.threads, seed=args.seed,
     )
 
 

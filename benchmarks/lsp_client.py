@@ -25,7 +25,7 @@ STATUS_COMMAND = "diffusion-lsp.status"
 _DONE = re.compile(
     r"^\[(?P<rid>[^\]]+)\] .*?(?P<mode>\w+)-line at \S+ -> (?P<chars>\d+) chars in (?P<ms>[\d.]+) ms"
     r" \(engine (?P<engine>[\d.]+) ms, (?P<steps>\d+) steps, reused (?P<reused>\d+) / encoded"
-    r" (?P<encoded>\d+) context tokens\)"
+    r" (?P<encoded>\d+) context tokens(?P<late>, out of time)?\)"
 )
 
 
@@ -73,6 +73,7 @@ class BenchClient:
                     "mode": d["mode"], "chars": int(d["chars"]), "server_ms": float(d["ms"]),
                     "engine_ms": float(d["engine"]), "steps": int(d["steps"]),
                     "reused_tokens": int(d["reused"]), "encoded_tokens": int(d["encoded"]),
+                    "out_of_time": d["late"] is not None,
                 }
 
         @self.client.feature(t.WINDOW_SHOW_MESSAGE)

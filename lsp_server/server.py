@@ -401,7 +401,8 @@ class DiffusionLanguageServer(LanguageServer):
         self.log_line("info", f"[{rid}] {what} {res.mode}-line at {pos.line}:{pos.character} -> "
                       f"{len(res.text)} chars in {ms:.0f} ms (engine {tm['engine_ms']:.0f} ms, "
                       f"{tm['steps']} steps, reused {tm['reused_tokens']} / encoded "
-                      f"{tm['encoded_tokens']} context tokens)")
+                      f"{tm['encoded_tokens']} context tokens"
+                      f"{', out of time' if tm['out_of_time'] else ''})")
         return snap, offset, res
 
     async def repair_edit(self, uri: str, version: int | None, start_line: int,

@@ -56,6 +56,14 @@ def test_latency_through_a_real_client(models, tmp_path):
     _png(tmp_path / "latency.png")
 
 
+def test_latency_budget_reaches_the_server(models, tmp_path):
+    # a budget of 1 us runs out in every request's first denoising step
+    r = _bench("latency", tmp_path, "--model", str(models[0]), "--cold-runs", "0", "--budget-ms", "0.001")
+    assert r["config"]["budget_ms"] == 0.001
+    warm = r["server_side_warm"]
+    assert warm["steps"]["max"] == 1 and 0 < warm["out_of_time_share"] <= 1
+
+
 def test_speed_diffusion_against_ar(models, tmp_path):
     if not (humaneval.eval_dir() / humaneval.FILES["multi_line"]).exists():
         pytest.skip("HumanEval data (../shared/eval) is not here")
