@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import get_args
 
 import torch
 
 from benchmarks.report import DEFAULT_OUT_DIR
+from diffusion_core.policy import Fallback
 
 BENCHMARKS = ("latency", "speed", "scaling")
 
@@ -41,6 +43,9 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--block-size", type=int, default=None, help="block size (default: the sampler's)")
     g.add_argument("--threshold", type=float, default=None,
                    help="confidence threshold (default: the sampler's)")
+    g.add_argument("--fallback", choices=get_args(Fallback), default=None,
+                   help="position a step commits when none passes the threshold (default: the "
+                        "sampler's); speed and scaling only, the latency server uses its own")
     g.add_argument("--max-tokens", type=int, default=32,
                    help="tokens per completion in latency and scaling (32)")
     g.add_argument("--seed", type=int, default=0)
@@ -103,7 +108,7 @@ def standalone(prog: str, doc: str | None, add_arguments, run, argv: list[str] |
 
 
 def sampler_from_args(args: argparse.Namespace):
-    """The default SamplerConfig with --threshold / --block-size applied where given."""
+    """The default SamplerConfig with --threshold / --block-size / --fallback applied where given."""
     from diffusion_core.config import SamplerConfig
 
     sampler = SamplerConfig()
@@ -111,4 +116,6 @@ def sampler_from_args(args: argparse.Namespace):
         sampler = sampler.replace(threshold=args.threshold)
     if getattr(args, "block_size", None):
         sampler = sampler.replace(block_size=args.block_size)
+    if getattr(args, "fallback", None):
+        sampler = sampler.replace(fallback=args.fallback)
     return sampler

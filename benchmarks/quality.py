@@ -16,12 +16,14 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
 import torch
 
 from benchmarks import humaneval
 from diffusion_core.data import is_heldout, list_source_files
 from diffusion_core.engine import Engine
+from diffusion_core.policy import Fallback
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repair", type=int, default=200, help="held-out functions for each repair test")
     p.add_argument("--threshold", type=float, default=None, help="confidence threshold (default: model's)")
     p.add_argument("--block-size", type=int, default=None)
+    p.add_argument("--fallback", choices=get_args(Fallback), default=None,
+                   help="position a step commits when none passes the threshold (default: the sampler's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", dest="json_out", help="write the report as JSON to this file")
     p.add_argument("--markdown", help="write the report table as Markdown to this file")
@@ -257,7 +261,8 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "machine": {"cores": torch.get_num_threads(), "torch": torch.__version__,
                     "python": platform.python_version(), "platform": platform.platform()},
-        "sampler": {"block_size": sampler.block_size, "threshold": sampler.threshold},
+        "sampler": {"block_size": sampler.block_size, "threshold": sampler.threshold,
+                    "fallback": sampler.fallback},
         # repair is an edit-mode (diffusion) job: the AR baseline has no repair numbers
         "models": {"ar" if engine.is_ar else "diffusion": evaluate(engine, args, texts, log,
                                                                     repair=not engine.is_ar)},

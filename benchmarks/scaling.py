@@ -87,6 +87,8 @@ def run_scaling(args: argparse.Namespace, log=lambda m: None) -> dict:
     base = SamplerConfig(max_tokens=args.max_tokens)
     if args.threshold is not None:
         base = base.replace(threshold=args.threshold)
+    if args.fallback:
+        base = base.replace(fallback=args.fallback)
     loaded = Engine.from_path(args.model, device=args.device, sampler=base).loaded
     rows = []
     for b in args.scaling_block_sizes:

@@ -238,7 +238,7 @@ def summarize(args, base: SamplerConfig, d: dict, a: dict | None, points: list[d
         "ar_model": args.ar_model,
         "note": None if a else "no --ar-model given: diffusion side only",
         "sampler": {"block_size": base.block_size, "threshold": base.threshold,
-                    "max_tokens": args.gen_tokens},
+                    "fallback": base.fallback, "max_tokens": args.gen_tokens},
         "holes": n_items, "heldout_source": heldout_note,
         "diffusion_tok_s": d["tok_s"], "ar_tok_s": a["tok_s"] if a else None,
         "speedup": speedup,

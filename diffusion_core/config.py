@@ -6,7 +6,9 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+
+from diffusion_core.policy import Fallback
 
 ModelKind = Literal["diffusion", "ar"]
 RopeType = Literal["linear", "llama3"]
@@ -93,6 +95,9 @@ class SamplerConfig:
     threshold: float = 0.9  # commit every masked position whose confidence passes this
     max_tokens: int = 64
     max_steps_per_block: int = 0  # 0 = block_size (one token per step in the worst case)
+    # which position a step commits when none reaches the threshold: "confident" or
+    # "leftmost" (see diffusion_core.policy)
+    fallback: Fallback = "confident"
     # Latency budget of one infill in ms, tokenizing and encoding included; past it the
     # answer is what is decided so far (`sampler.sample_blocks`, deadline). 0 = none.
     budget_ms: float = 0.0
@@ -108,6 +113,8 @@ class SamplerConfig:
             raise ValueError(f"block_size must be in 1..512, got {self.block_size}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.fallback not in get_args(Fallback):
+            raise ValueError(f"fallback must be one of {get_args(Fallback)}, got {self.fallback!r}")
         if self.budget_ms < 0:
             raise ValueError(f"budget_ms must be >= 0, got {self.budget_ms}")
         if self.max_tokens < 1:

@@ -190,7 +190,7 @@ class Engine:
             res = sample_blocks(
                 self.model, ctx_cache, block_size=b, threshold=sc.threshold, max_tokens=n,
                 mask_id=self.special.mask, stop=stop, cancel=cancel,
-                max_steps_per_block=sc.max_steps_per_block, deadline=deadline,
+                max_steps_per_block=sc.max_steps_per_block, deadline=deadline, fallback=sc.fallback,
             )
         res.stats.encode_ms = enc_ms
         return InfillOutput(

@@ -4,6 +4,13 @@ Confidence-threshold parallel decoding (Fast-dLLM, Wu et al. 2025): every masked
 whose top probability reaches the threshold is committed, at least the most confident one
 per step, and all of them at the last allowed step.
 
+When no position reaches the threshold, one is committed anyway: by default the most
+confident one (`fallback="confident"`, Fast-dLLM), or the leftmost undecided one
+(`"leftmost"`: semi-autoregressive inside the block, as LLaDA's semi-AR remasking goes
+left to right over blocks). The leftmost fallback never spends a step on a position to
+the right of where the answer will end (a later `<eoi>` or, for a single line, newline
+discards it), which an under-confident model otherwise does on most steps.
+
 End-of-infill is decided left to right: a position may commit `<eoi>` only when it is the
 leftmost masked position of the block. Masked diffusion models otherwise commit the
 (frequent, easy) padding token early and everywhere and return empty infills, the
@@ -12,7 +19,11 @@ leftmost masked position of the block. Masked diffusion models otherwise commit 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+
+Fallback = Literal["confident", "leftmost"]
 
 
 def commit_mask(
@@ -24,6 +35,7 @@ def commit_mask(
     eoi_id: int,
     threshold: float,
     last_step: bool,
+    fallback: Fallback = "confident",
 ) -> torch.Tensor:
     """(B,) bool: positions to commit now (always at least one while any is masked)."""
     masked = block == mask_id
@@ -38,5 +50,5 @@ def commit_mask(
     commit = allowed & (conf >= threshold)
     if not bool(commit.any()):
         commit = torch.zeros_like(masked)
-        commit[int(score.argmax())] = True
+        commit[frontier if fallback == "leftmost" else int(score.argmax())] = True
     return commit

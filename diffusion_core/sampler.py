@@ -19,7 +19,7 @@ import torch
 
 from diffusion_core.kv_cache import KVCache
 from diffusion_core.model import CodeTransformer
-from diffusion_core.policy import commit_mask
+from diffusion_core.policy import Fallback, commit_mask
 
 CancelFn = Callable[[], bool]
 StepHook = Callable[[int, torch.Tensor], None]  # (block start position, block ids (B,))
@@ -141,8 +141,10 @@ def sample_blocks(
     max_steps_per_block: int = 0,
     on_step: StepHook | None = None,
     deadline: float | None = None,
+    fallback: Fallback = "confident",
 ) -> SampleResult:
-    """Greedy block-wise parallel decoding with a confidence threshold.
+    """Greedy block-wise parallel decoding with a confidence threshold (and `fallback`,
+    see `policy.commit_mask`, when no position reaches it).
 
     `on_step(start, block)`, if given, sees the block's token ids (B,) after every
     denoising step (start = the block's first position): post-training records the order
@@ -177,7 +179,7 @@ def sample_blocks(
             pred = x[0].masked_scatter(masked[0], pred_m)  # (B,)
             commit = commit_mask(
                 x[0], conf, pred, mask_id=mask_id, eoi_id=stop.eoi_id, threshold=threshold,
-                last_step=step == min(max_steps, n) - 1,
+                last_step=step == min(max_steps, n) - 1, fallback=fallback,
             )
             x[0] = torch.where(commit, pred, x[0])
             conf_block = torch.where(commit, conf, conf_block)

@@ -33,6 +33,8 @@ def add_complete_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="confidence needed to commit a token in a step, 0..1")
     p.add_argument("--block-size", type=int, default=None, help="tokens per denoising block")
+    p.add_argument("--budget-ms", type=float, default=None,
+                   help="time budget in ms; when it runs out, print the part decided so far")
     p.add_argument("--mode", choices=["auto", "single", "multi"], default="auto",
                    help="single line, multi line, or chosen from the cursor context (default)")
 
@@ -86,7 +88,7 @@ def run_complete(args: argparse.Namespace) -> int:
         return 2
     offset = index.offset(line, character, UTF32)
     engine = _engine(args, max_tokens=args.max_tokens, threshold=args.threshold,
-                     block_size=args.block_size)
+                     block_size=args.block_size, budget_ms=args.budget_ms)
     mode = None if args.mode == "auto" else args.mode
     res = jobs.run_completion(engine, text, offset, mode=mode)
     if args.json:
