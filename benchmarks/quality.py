@@ -13,6 +13,7 @@ import ast
 import json
 import platform
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -87,6 +88,9 @@ def heldout_texts(dirs: list[str], fraction: float, limit_files: int = 400) -> l
 
 def next_line_scores(engine: Engine, texts: list[str], n: int, rng: random.Random) -> dict:
     hits = total = 0
+    steps: list[int] = []
+    tokens = 0
+    ms = 0.0
     for _ in range(n * 5):
         if total >= n:
             break
@@ -102,7 +106,11 @@ def next_line_scores(engine: Engine, texts: list[str], n: int, rng: random.Rando
         out = engine.infill(prefix, "", max_tokens=48, stop_at_newline=True)
         hits += out.text.strip() == target
         total += 1
-    return {"positions": total, "exact_match": hits / max(1, total)}
+        steps.append(out.stats.steps)
+        tokens, ms = tokens + len(out.tokens), ms + out.total_ms
+    return {"positions": total, "exact_match": hits / max(1, total),
+            "steps": sum(steps), "steps_p50": statistics.median(steps) if steps else None,
+            "tokens": tokens, "ms_per_line": ms / max(1, total)}
 
 
 def functions(texts: list[str], max_lines: int = 25) -> list[tuple[str, str, str]]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from diffusion_core.policy import Fallback
+from diffusion_core.policy import DEFAULT_FALLBACK, Fallback
 
 ModelKind = Literal["diffusion", "ar"]
 RopeType = Literal["linear", "llama3"]
@@ -95,9 +95,9 @@ class SamplerConfig:
     threshold: float = 0.9  # commit every masked position whose confidence passes this
     max_tokens: int = 64
     max_steps_per_block: int = 0  # 0 = block_size (one token per step in the worst case)
-    # which position a step commits when none reaches the threshold: "confident" or
-    # "leftmost" (see diffusion_core.policy)
-    fallback: Fallback = "confident"
+    # which position a step commits when none reaches the threshold: "leftmost" or
+    # "confident" (see diffusion_core.policy)
+    fallback: Fallback = DEFAULT_FALLBACK
     # Latency budget of one infill in ms, tokenizing and encoding included; past it the
     # answer is what is decided so far (`sampler.sample_blocks`, deadline). 0 = none.
     budget_ms: float = 0.0

@@ -4,12 +4,15 @@ Confidence-threshold parallel decoding (Fast-dLLM, Wu et al. 2025): every masked
 whose top probability reaches the threshold is committed, at least the most confident one
 per step, and all of them at the last allowed step.
 
-When no position reaches the threshold, one is committed anyway: by default the most
-confident one (`fallback="confident"`, Fast-dLLM), or the leftmost undecided one
-(`"leftmost"`: semi-autoregressive inside the block, as LLaDA's semi-AR remasking goes
-left to right over blocks). The leftmost fallback never spends a step on a position to
-the right of where the answer will end (a later `<eoi>` or, for a single line, newline
-discards it), which an under-confident model otherwise does on most steps.
+When no position reaches the threshold, one is committed anyway: the leftmost undecided
+one (`fallback="leftmost"`, the default: semi-autoregressive inside the block, as LLaDA's
+semi-AR remasking goes left to right over blocks), or the most confident one
+(`"confident"`, Fast-dLLM). The leftmost fallback never spends a step on a position to
+the right of where the answer will end (a later `<eoi>` or, for a single line, a newline
+discards it), which an under-confident model otherwise does on most steps. With the
+shipped model on 400 held-out next lines: 9,001 instead of 13,354 steps, median 11
+instead of 48 steps per line, exact match 1.0% vs 1.5% (4 vs 6 lines); see
+docs/quality.md.
 
 End-of-infill is decided left to right: a position may commit `<eoi>` only when it is the
 leftmost masked position of the block. Masked diffusion models otherwise commit the
@@ -24,6 +27,7 @@ from typing import Literal
 import torch
 
 Fallback = Literal["confident", "leftmost"]
+DEFAULT_FALLBACK: Fallback = "leftmost"
 
 
 def commit_mask(
@@ -35,7 +39,7 @@ def commit_mask(
     eoi_id: int,
     threshold: float,
     last_step: bool,
-    fallback: Fallback = "confident",
+    fallback: Fallback = DEFAULT_FALLBACK,
 ) -> torch.Tensor:
     """(B,) bool: positions to commit now (always at least one while any is masked)."""
     masked = block == mask_id

@@ -19,7 +19,7 @@ import torch
 
 from diffusion_core.kv_cache import KVCache
 from diffusion_core.model import CodeTransformer
-from diffusion_core.policy import Fallback, commit_mask
+from diffusion_core.policy import DEFAULT_FALLBACK, Fallback, commit_mask
 
 CancelFn = Callable[[], bool]
 StepHook = Callable[[int, torch.Tensor], None]  # (block start position, block ids (B,))
@@ -141,7 +141,7 @@ def sample_blocks(
     max_steps_per_block: int = 0,
     on_step: StepHook | None = None,
     deadline: float | None = None,
-    fallback: Fallback = "confident",
+    fallback: Fallback = DEFAULT_FALLBACK,
 ) -> SampleResult:
     """Greedy block-wise parallel decoding with a confidence threshold (and `fallback`,
     see `policy.commit_mask`, when no position reaches it).
