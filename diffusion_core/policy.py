@@ -1,8 +1,8 @@
 """Commit policy of the block sampler: which masked positions are decided in this step.
 
 Confidence-threshold parallel decoding (Fast-dLLM, Wu et al. 2025): every masked position
-whose top probability reaches the threshold is committed, at least the most confident one
-per step, and all of them at the last allowed step.
+whose top probability reaches the threshold is committed, at least one per step, and all
+of them at the last allowed step.
 
 When no position reaches the threshold, one is committed anyway: the leftmost undecided
 one (`fallback="leftmost"`, the default: semi-autoregressive inside the block, as LLaDA's
