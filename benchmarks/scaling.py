@@ -31,7 +31,6 @@ from benchmarks.report import (
     write_json,
 )
 from cache import DocumentCacheStore
-from diffusion_core.config import SamplerConfig
 from diffusion_core.engine import Engine
 from lsp_server.jobs import run_completion
 
@@ -84,11 +83,10 @@ def measure(engine: Engine, lines: int, repeats: int, max_tokens: int, seed: int
 
 
 def run_scaling(args: argparse.Namespace, log=lambda m: None) -> dict:
-    base = SamplerConfig(max_tokens=args.max_tokens)
-    if args.threshold is not None:
-        base = base.replace(threshold=args.threshold)
-    if args.fallback:
-        base = base.replace(fallback=args.fallback)
+    from benchmarks.cli import sampler_from_args
+
+    # --block-size is left to the rows: each one sets its own from --scaling-block-sizes
+    base = sampler_from_args(args).replace(max_tokens=args.max_tokens)
     loaded = Engine.from_path(args.model, device=args.device, sampler=base).loaded
     rows = []
     for b in args.scaling_block_sizes:
