@@ -51,8 +51,11 @@ def test_ar_alone_then_merged_beside_the_diffusion_model(setup):
     assert "repair" not in ar_report["models"]["ar"]  # repair is a diffusion (edit-mode) job
     assert ar_report["models"]["ar"]["next_line"]["positions"] == 3
     assert _eval(src, diffusion, "--merge", str(d / "ar.json"), "--json", str(d / "both.json"),
-                 "--markdown", str(d / "both.md")) == 0
+                 "--markdown", str(d / "both.md"), "--fallback", "confident") == 0
     both = json.loads((d / "both.json").read_text())
+    assert both["sampler"]["fallback"] == "confident"
+    line_steps = both["models"]["diffusion"]["next_line"]
+    assert line_steps["steps"] >= line_steps["positions"] == 3  # at least one step per line
     assert list(both["models"]) == ["diffusion", "ar"]
     assert both["models"]["ar"] == ar_report["models"]["ar"]
     assert set(both["models"]["diffusion"]["repair"]) >= {"token_edits_restored", "syntax_errors_fixed_exactly"}
