@@ -128,12 +128,11 @@ class Batch:
     targets: torch.Tensor  # (B, L)
     weights: torch.Tensor  # (B, L)
     region: int
-    n_tokens: int  # non-pad tokens processed
 
     def to(self, device) -> Batch:
         return Batch(
             self.ids.to(device), self.positions.to(device), self.mask.to(device),
-            self.targets.to(device), self.weights.to(device), self.region, self.n_tokens,
+            self.targets.to(device), self.weights.to(device), self.region,
         )
 
 
@@ -338,5 +337,5 @@ def collate(examples: list[Example], pad_id: int) -> Batch:
         mask[i, :n, :n] = e.mask
     return Batch(
         ids, positions, mask, targets, weights,
-        region=sum(e.region for e in examples), n_tokens=sum(e.ids.numel() for e in examples),
+        region=sum(e.region for e in examples),
     )
