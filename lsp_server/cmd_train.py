@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import get_args
 
 from diffusion_core.data import DataConfig
+from diffusion_core.posttrain.config import VERIFIERS
 from diffusion_core.posttrain.examples import Weighting
 from diffusion_core.train import PRESETS, TrainConfig, train
 
@@ -75,6 +76,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--onpolicy-schedule", action="append", type=_schedule, metavar="THR[:STEPS]",
                    help="onpolicy: a rollout schedule, confidence threshold and max steps per block "
                         "(0 = block size); repeat for several (default 0.5:8 and 0.7:16)")
+    g.add_argument("--onpolicy-verifier", choices=VERIFIERS, default="exact",
+                   help="onpolicy: keep rollouts whose whole output equals the reference (exact), or "
+                        "the longest prefix of each rollout that does (prefix: for models that rarely "
+                        "write a whole middle right)")
     g.add_argument("--states-per-trajectory", type=int, default=2,
                    help="fine-tuning examples drawn from each kept trajectory")
     g.add_argument("--eval-examples", type=int, default=32,
@@ -116,7 +121,8 @@ def _run_posttrain(args: argparse.Namespace, forbidden: tuple[str, ...], max_s: 
         heldout_fraction=args.heldout_fraction, checkpoint_seconds=args.checkpoint_minutes * 60,
         forbidden=forbidden, rollouts=args.rollouts, order_temperature=args.order_temperature,
         order_weighting=args.order_weighting, states_per_trajectory=args.states_per_trajectory,
-        eval_examples=args.eval_examples, micro_batch=args.micro_batch, **extra,
+        eval_examples=args.eval_examples, micro_batch=args.micro_batch,
+        onpolicy_verifier=args.onpolicy_verifier, **extra,
     )
     state = posttrain(cfg, device=args.device, max_seconds=max_s, progress=not args.no_progress)
     print(f"{cfg.stage} step {state['step']}/{cfg.steps}; model written to {Path(args.out) / 'model'}")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import get_args
+from typing import Literal, get_args
 
 from diffusion_core.data import DataConfig
 from diffusion_core.posttrain.examples import Weighting
 
 STAGES = ("order", "onpolicy")
+Verifier = Literal["exact", "prefix"]  # on-policy verifier, see posttrain.onpolicy
+VERIFIERS: tuple[str, ...] = get_args(Verifier)
 
 
 def _posttrain_data() -> DataConfig:
@@ -46,6 +48,9 @@ class PostTrainConfig:
     # on-policy step reduction: (confidence threshold, max steps per block; 0 = block size),
     # tried in order; the verified rollout with the fewest steps is kept
     onpolicy_schedules: tuple[tuple[float, int], ...] = ((0.5, 8), (0.7, 16))
+    # "exact": keep whole outputs equal to the reference; "prefix": keep the longest
+    # prefix of a rollout that equals it (see posttrain.onpolicy)
+    onpolicy_verifier: Verifier = "exact"
     # before/after measurement on a fixed held-out set with the server's default sampler
     eval_examples: int = 32
     eval_block_size: int = 32
@@ -59,6 +64,8 @@ class PostTrainConfig:
             raise ValueError("rollouts, states_per_trajectory and batch_size must be >= 1")
         if self.order_weighting not in get_args(Weighting):
             raise ValueError(f"order_weighting must be one of {get_args(Weighting)}, got {self.order_weighting!r}")
+        if self.onpolicy_verifier not in VERIFIERS:
+            raise ValueError(f"onpolicy_verifier must be one of {VERIFIERS}, got {self.onpolicy_verifier!r}")
         if not self.onpolicy_schedules:
             raise ValueError("onpolicy_schedules is empty")
         for thr, cap in self.onpolicy_schedules:

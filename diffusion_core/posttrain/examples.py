@@ -35,12 +35,12 @@ from diffusion_core.posttrain.trajectories import Trajectory
 Weighting = Literal["elbo", "uniform"]
 
 
-def state_plan(traj: Trajectory, n_states: int, generator: torch.Generator) -> torch.Tensor:
-    """(n_states, n_blocks) long: the step index of each block in each example.
+def state_plan(steps: torch.Tensor, n_states: int, generator: torch.Generator) -> torch.Tensor:
+    """steps (n_blocks,) long, the steps of each block -> (n_states, n_blocks) long: the
+    step index of each block in each example.
 
     A value equal to the block's step count means "fully revealed" (no loss there).
     """
-    steps = traj.block_steps()  # (nb,)
     plan = steps.repeat(n_states, 1)  # (n_states, nb)
     for b, s in enumerate(steps.tolist()):
         chosen = torch.randperm(s, generator=generator)[:n_states]
@@ -74,13 +74,30 @@ def trajectory_examples(
     mask_id: int,
     eoi_id: int,
     t_min: float = 0.05,
+    verified: int | None = None,
 ) -> list[Example]:
-    """Up to `n_states` examples whose masks are intermediate states of `traj`."""
+    """Up to `n_states` examples whose masks are intermediate states of `traj`.
+
+    `verified`: only the first `verified` positions of the middle are known right (the
+    on-policy prefix verifier). The rest is masked in every state and carries no loss, and
+    a block's states run only up to the last step that committed one of its verified
+    positions; blocks past the prefix are left out (fully masked, no loss).
+    """
     src = traj.source
+    m = len(src.target)
     scored = scored_positions(src.target, eoi_id)  # (m,)
+    commit = traj.commit_step
+    steps = traj.block_steps()  # (nb,)
+    if verified is not None:
+        keep = torch.arange(m) < verified  # (m,)
+        scored = scored & keep
+        commit = torch.full((m,), -1, dtype=torch.long)
+        commit[: traj.commit_step.numel()] = traj.commit_step
+        commit = torch.where(keep, commit, torch.full_like(commit, m))  # past the prefix: never revealed
+        steps = (torch.where(keep, commit, -1).view(-1, src.block_size).max(dim=1).values + 1).clamp_min(0)
     out: list[Example] = []
-    for state in state_plan(traj, n_states, generator):
-        masked = traj.masked_at(state)  # (m,)
+    for state in state_plan(steps, n_states, generator):
+        masked = commit >= state.repeat_interleave(src.block_size)  # (m,)
         if not bool((masked & scored).any()):
             continue
         w = state_weights(masked, src.block_size, weighting, t_min)

@@ -213,6 +213,7 @@ class OnPolicyRollout:
     output: list[int]  # what the sampler returned (<eoi> and after removed)
     stats: SampleStats
     verified: bool  # output == reference middle, token for token
+    verified_prefix: int = 0  # leading positions of the padded middle equal to the reference
 
 
 class _StepRecorder:
@@ -263,4 +264,16 @@ def onpolicy_rollout(
     )
     traj = Trajectory(source, torch.cat(rec.steps), torch.cat(rec.tokens))
     verified = res.tokens == source.middle and traj.commit_step.numel() == len(source.target)
-    return OnPolicyRollout(traj, res.tokens, res.stats, verified)
+    return OnPolicyRollout(traj, res.tokens, res.stats, verified, matching_prefix(traj))
+
+
+def matching_prefix(traj: Trajectory) -> int:
+    """How many leading positions of the padded middle the rollout got right.
+
+    Compared token for token with the reference target (its `<eoi>` padding included), so
+    a rollout that wrote the whole middle and stopped right covers every position it visited.
+    """
+    n = traj.tokens.numel()
+    ref = torch.tensor(traj.source.target[:n], dtype=traj.tokens.dtype)  # (n,)
+    wrong = (traj.tokens[: ref.numel()] != ref).nonzero()
+    return int(wrong[0]) if wrong.numel() else ref.numel()

@@ -192,7 +192,8 @@ def _overfit(model, src, sp, steps: int) -> None:
     model.eval()
 
 
-def test_onpolicy_steps_raise_tokens_per_step_and_keep_exact_match(tok):
+@pytest.mark.parametrize("verifier", ["exact", "prefix"])
+def test_onpolicy_steps_raise_tokens_per_step_and_keep_exact_match(tok, verifier):
     torch.manual_seed(0)
     model = tiny_model(tok)
     src = demo_source(tok)
@@ -201,7 +202,8 @@ def test_onpolicy_steps_raise_tokens_per_step_and_keep_exact_match(tok):
     before = measure(model, [src], 0.9, sp)
     assert before.exact == 1  # the snippet is learnt, but decoded in several steps per block
     cfg = PostTrainConfig(stage="onpolicy", data_dirs=(), out_dir="unused",
-                          onpolicy_schedules=((0.5, 2), (0.7, 4)), states_per_trajectory=2)
+                          onpolicy_schedules=((0.5, 2), (0.7, 4)), states_per_trajectory=2,
+                          onpolicy_verifier=verifier)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     g = torch.Generator().manual_seed(1)
     losses = []
@@ -219,6 +221,45 @@ def test_onpolicy_steps_raise_tokens_per_step_and_keep_exact_match(tok):
     assert losses[-1] < losses[0]
     assert after.exact == 1
     assert after.tokens_per_step > before.tokens_per_step, (before.to_dict(), after.to_dict())
+
+
+def test_prefix_verifier_trains_only_the_right_start_of_a_rollout(tok):
+    torch.manual_seed(0)
+    model = tiny_model(tok)
+    src = demo_source(tok)
+    sp = tok.special
+    _overfit(model, src, sp, 60)
+    # A reference that agrees with what the model writes for 5 tokens, then differs.
+    k = 5
+    other = [t for t in tok.encode(" zzz qqq xxx yyy www vvv uuu") if t not in src.middle][: len(src.middle) - k]
+    assert len(other) >= 3
+    wrong = Source.build(tok.encode(DEMO[: DEMO.index('"""')]), tok.encode(DEMO[DEMO.index("return"):]),
+                         src.middle[:k] + other, BLOCK, sp)
+    assert wrong.context == src.context
+    r = onpolicy_rollout(model, wrong, threshold=0.9, max_steps_per_block=0, mask_id=sp.mask, eoi_id=sp.eoi)
+    assert not r.verified and r.verified_prefix == k  # matching_prefix stops at the first wrong token
+    assert onpolicy_rollout(model, src, threshold=0.9, max_steps_per_block=0, mask_id=sp.mask,
+                            eoi_id=sp.eoi).verified_prefix == len(src.target)
+
+    exact = PostTrainConfig(stage="onpolicy", data_dirs=(), out_dir="unused", onpolicy_schedules=((0.9, 0),))
+    sb = onpolicy_batch(model, [wrong], exact, torch.Generator().manual_seed(1), sp)
+    assert (sb.kept, sb.rejected, sb.examples) == (0, 1, [])
+    prefix = PostTrainConfig(stage="onpolicy", data_dirs=(), out_dir="unused", onpolicy_schedules=((0.9, 0),),
+                             onpolicy_verifier="prefix", states_per_trajectory=4)
+    sb = onpolicy_batch(model, [wrong], prefix, torch.Generator().manual_seed(1), sp)
+    assert (sb.kept, sb.rejected, sb.rollout_tokens) == (1, 0, k)
+    assert sb.rollout_steps == int(r.trajectory.commit_step[:k].max()) + 1  # the prefix lies in block 0
+    m = len(wrong.target)
+    assert sb.examples
+    for ex in sb.examples:
+        noisy, targets = ex.ids[-m:], ex.targets[-m:]
+        assert bool((noisy[k:] == sp.mask).all())  # never revealed past the verified prefix
+        assert bool((targets[k:] == -100).all())  # and no loss there
+        scored = targets != -100
+        assert bool(scored.any()) and bool((noisy[scored] == sp.mask).all())
+        assert targets[scored].tolist() == [wrong.target[i] for i in range(m) if scored[i]]
+        revealed = noisy[:k] != sp.mask
+        assert noisy[:k][revealed].tolist() == [wrong.target[i] for i in range(k) if revealed[i]]
 
 
 # -- the loop: record, CLI, exact resume --------------------------------------------------
