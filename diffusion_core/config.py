@@ -101,6 +101,9 @@ class SamplerConfig:
     # Latency budget of one infill in ms, tokenizing and encoding included; past it the
     # answer is what is decided so far (`sampler.sample_blocks`, deadline). 0 = none.
     budget_ms: float = 0.0
+    # Token healing: back the prefix up to its last clean token boundary and let the model
+    # rewrite the cut piece (diffusion_core.healing); matters for mid-word completions.
+    heal: bool = True
     repair_steps: int = 6
     repair_threshold: float = 0.5
     repair_slack: float = 0.25  # extra canvas room for insertions, as a share of the block

@@ -18,6 +18,7 @@ import torch
 
 from diffusion_core.checkpoint import LoadedModel
 from diffusion_core.config import SamplerConfig
+from diffusion_core.healing import Healing, TokenHealer
 from diffusion_core.kv_cache import KVCache
 from diffusion_core.layout import Window, build_context, reusable_prefix
 from diffusion_core.sampler import (
@@ -102,6 +103,7 @@ class Engine:
         self.sampler = sampler or SamplerConfig()
         self.window = window or trained_window(loaded.path) or Window()
         self.special = self.tokenizer.special
+        self.healer = TokenHealer(self.tokenizer)
 
     @classmethod
     def from_path(
@@ -125,9 +127,17 @@ class Engine:
         return self.model.cfg.kind == "ar"
 
     # -- contexts -------------------------------------------------------------------
-    def infill_context(self, prefix: str, suffix: str, block_size: int | None = None) -> list[int]:
-        b = block_size or self.sampler.block_size
+    def healing(self, prefix: str, sampler: SamplerConfig | None = None) -> Healing:
+        """The prefix an infill is conditioned on (see `diffusion_core.healing`)."""
+        return self.healer.split(prefix) if (sampler or self.sampler).heal else Healing(prefix, "")
+
+    def infill_context(
+        self, prefix: str, suffix: str, block_size: int | None = None, sampler: SamplerConfig | None = None
+    ) -> list[int]:
+        """Token ids of the infill context, the prefix token-healed if the sampler says so."""
+        b = block_size or (sampler or self.sampler).block_size
         tok = self.tokenizer
+        prefix = self.healing(prefix, sampler).prefix
         return build_context(tok.encode(prefix), tok.encode(suffix), b, self.special, self.window)
 
     def repair_context(self, prefix: str, suffix: str, block_size: int | None = None) -> list[int]:
@@ -164,11 +174,15 @@ class Engine:
         longest block-aligned run that still matches the new context is reused.
         `context_ids`: `infill_context(prefix, suffix)` if the caller already has it
         (tokenizing a large prefix twice per keystroke is a visible share of latency).
+        With `sampler.heal`, the model rewrites the prefix's last piece (token healing) and
+        the returned text starts at the end of `prefix` all the same; `tokens` include it.
         """
         t0 = time.perf_counter()
         sc = sampler or self.sampler
         b = sc.block_size
-        ids = context_ids if context_ids is not None else self.infill_context(prefix, suffix, b)
+        healed = self.healing(prefix, sc)
+        ids = context_ids if context_ids is not None else self.infill_context(prefix, suffix, b, sc)
+        healing = self.healer.constraint(healed.removed)
         # The AR model feeds the last context token itself, so it caches one token less.
         target = ids[:-1] if self.is_ar else ids
         reuse = 0
@@ -185,16 +199,20 @@ class Engine:
         deadline = t0 + sc.budget_ms / 1000 if sc.budget_ms > 0 else None
         if self.is_ar:
             res = sample_ar(self.model, ctx_cache, ids[-1], max_tokens=n, stop=stop, cancel=cancel,
-                            deadline=deadline)
+                            deadline=deadline, healing=healing)
         else:
             res = sample_blocks(
                 self.model, ctx_cache, block_size=b, threshold=sc.threshold, max_tokens=n,
                 mask_id=self.special.mask, stop=stop, cancel=cancel,
                 max_steps_per_block=sc.max_steps_per_block, deadline=deadline, fallback=sc.fallback,
+                healing=healing,
             )
         res.stats.encode_ms = enc_ms
+        text = self.tokenizer.decode(res.tokens)
+        if healed.removed:  # the sampler made the text start with it; cut short, nothing is left
+            text = text[len(healed.removed) :] if text.startswith(healed.removed) else ""
         return InfillOutput(
-            text=self.tokenizer.decode(res.tokens),
+            text=text,
             tokens=res.tokens,
             confidence=res.confidence,
             stats=res.stats,

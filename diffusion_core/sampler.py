@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from diffusion_core.healing import HealingConstraint
 from diffusion_core.kv_cache import KVCache
 from diffusion_core.model import CodeTransformer
 from diffusion_core.policy import DEFAULT_FALLBACK, Fallback, commit_mask
@@ -142,6 +143,7 @@ def sample_blocks(
     on_step: StepHook | None = None,
     deadline: float | None = None,
     fallback: Fallback = DEFAULT_FALLBACK,
+    healing: HealingConstraint | None = None,
 ) -> SampleResult:
     """Greedy block-wise parallel decoding with a confidence threshold (and `fallback`,
     see `policy.commit_mask`, when no position reaches it).
@@ -154,6 +156,10 @@ def sample_blocks(
     and returns what is decided so far, the finished blocks and the committed positions of
     the current block left of its first undecided one (`stats.out_of_time`). At least one
     step always runs. Unlike `cancel`, this is an answer, only a shorter one.
+
+    `healing` (token healing, see `diffusion_core.healing`): until the generated text spells
+    out the piece removed from the prefix, a step commits only the leftmost undecided
+    position, with its prediction restricted to tokens that continue the piece.
     """
     device = next(model.parameters()).device
     stats = SampleStats()
@@ -177,10 +183,14 @@ def sample_blocks(
             conf_m, pred_m = torch.softmax(logits, dim=-1).max(dim=-1)  # (N,)
             conf = torch.zeros(n, device=device).masked_scatter(masked[0], conf_m)  # (B,)
             pred = x[0].masked_scatter(masked[0], pred_m)  # (B,)
-            commit = commit_mask(
-                x[0], conf, pred, mask_id=mask_id, eoi_id=stop.eoi_id, threshold=threshold,
-                last_step=step == min(max_steps, n) - 1, fallback=fallback,
-            )
+            allowed = healing.next_allowed(logits.shape[-1], device) if healing is not None else None
+            if allowed is not None:
+                commit = _healing_commit(logits[0], allowed, healing, masked[0], conf, pred)
+            else:
+                commit = commit_mask(
+                    x[0], conf, pred, mask_id=mask_id, eoi_id=stop.eoi_id, threshold=threshold,
+                    last_step=step == min(max_steps, n) - 1, fallback=fallback,
+                )
             x[0] = torch.where(commit, pred, x[0])
             conf_block = torch.where(commit, conf, conf_block)
             # Everything after a committed end-of-infill (or newline, in single-line mode)
@@ -214,6 +224,25 @@ def sample_blocks(
         _check(cancel)
         cache = cache.extend(_kv_only(model, x, pos, cache))
     return SampleResult(out[:max_tokens], stats, cache, conf_out[:max_tokens])
+
+
+def _healing_commit(
+    frontier_logits: torch.Tensor,  # (V,) the leftmost masked position's logits
+    allowed: torch.Tensor,  # (V,) bool
+    healing: HealingConstraint,
+    masked: torch.Tensor,  # (B,) bool
+    conf: torch.Tensor,  # (B,) updated in place at the frontier
+    pred: torch.Tensor,  # (B,) updated in place at the frontier
+) -> torch.Tensor:
+    """Commit only the frontier, predicted among the tokens that continue the healed text."""
+    probs = torch.softmax(frontier_logits.masked_fill(~allowed, float("-inf")), dim=-1)  # (V,)
+    c, p = probs.max(dim=-1)
+    frontier = int(masked.nonzero()[0])
+    conf[frontier], pred[frontier] = c, p
+    healing.advance(int(p))
+    commit = torch.zeros_like(masked)
+    commit[frontier] = True
+    return commit
 
 
 def _is_newline(pred: torch.Tensor, stop: StopRule) -> torch.Tensor:
@@ -289,9 +318,10 @@ def sample_ar(
     stop: StopRule,
     cancel: CancelFn | None = None,
     deadline: float | None = None,
+    healing: HealingConstraint | None = None,
 ) -> SampleResult:
     """Greedy next-token decoding for the autoregressive baseline (one token per step);
-    `deadline` as in `sample_blocks`."""
+    `deadline` and `healing` as in `sample_blocks`."""
     device = next(model.parameters()).device
     stats = SampleStats()
     out: list[int] = []
@@ -301,7 +331,13 @@ def sample_ar(
         t0 = time.perf_counter()
         o = model(torch.tensor([[tok]], device=device), _positions(cache.length, 1, device), None, cache)
         cache = cache.extend(o.kv)
-        tok = int(o.logits[0, -1].argmax())
+        logits = o.logits[0, -1]  # (V,)
+        allowed = healing.next_allowed(logits.shape[-1], logits.device) if healing is not None else None
+        if allowed is not None:
+            tok = int(logits.masked_fill(~allowed, float("-inf")).argmax())
+            healing.advance(tok)
+        else:
+            tok = int(logits.argmax())
         stats.steps += 1
         stats.tokens_per_step.append(1)
         stats.step_ms.append((time.perf_counter() - t0) * 1000)

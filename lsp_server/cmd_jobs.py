@@ -35,6 +35,9 @@ def add_complete_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-size", type=int, default=None, help="tokens per denoising block")
     p.add_argument("--budget-ms", type=float, default=None,
                    help="time budget in ms; when it runs out, print the part decided so far")
+    p.add_argument("--no-token-healing", dest="heal", action="store_false",
+                   help="continue from the cursor's exact token split instead of letting the model "
+                        "rewrite the word the cursor is in (token healing, the default)")
     p.add_argument("--mode", choices=["auto", "single", "multi"], default="auto",
                    help="single line, multi line, or chosen from the cursor context (default)")
 
@@ -88,7 +91,7 @@ def run_complete(args: argparse.Namespace) -> int:
         return 2
     offset = index.offset(line, character, UTF32)
     engine = _engine(args, max_tokens=args.max_tokens, threshold=args.threshold,
-                     block_size=args.block_size, budget_ms=args.budget_ms)
+                     block_size=args.block_size, budget_ms=args.budget_ms, heal=args.heal)
     mode = None if args.mode == "auto" else args.mode
     res = jobs.run_completion(engine, text, offset, mode=mode)
     if args.json:

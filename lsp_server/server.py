@@ -235,7 +235,7 @@ class DiffusionLanguageServer(LanguageServer):
     def _sampler(self) -> SamplerConfig:
         s = self.settings
         return SamplerConfig(block_size=s.block_size, threshold=s.threshold, max_tokens=s.max_tokens,
-                             budget_ms=s.latency_budget_ms)
+                             budget_ms=s.latency_budget_ms, heal=s.token_healing)
 
     def _make_store(self, engine: Engine):
         """A fresh cache store; may run in the worker, so problems are queued, not shown."""

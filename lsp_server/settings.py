@@ -23,6 +23,7 @@ class Settings:
     threshold: float = 0.9
     max_tokens: int = 64
     latency_budget_ms: float = 0.0  # 0: no budget
+    token_healing: bool = True
     cache_budget_mb: float = 256.0
     cache_dir: str | None = None  # None: no spill to disk
     enable_completion: bool = True
@@ -45,6 +46,7 @@ KEYS = {
     "threshold": "threshold",
     "maxTokens": "max_tokens",
     "latencyBudgetMs": "latency_budget_ms",
+    "tokenHealing": "token_healing",
     "cacheBudgetMb": "cache_budget_mb",
     "cacheDir": "cache_dir",
     "enableCompletion": "enable_completion",
@@ -105,6 +107,7 @@ CHECKS = {
     "threshold": _float_in(0.0, 1.0),
     "max_tokens": _int_in(1, 8192),
     "latency_budget_ms": _float_in(0.0, 60_000.0),
+    "token_healing": _bool,
     "cache_budget_mb": _float_in(0.0, 1 << 20),
     "cache_dir": _opt_str,
     "enable_completion": _bool,

@@ -40,7 +40,7 @@ def setup(tmp_path_factory):
 def _eval(src, model, *extra: str) -> int:
     n = "1" if (humaneval.eval_dir() / humaneval.FILES["single_line"]).exists() else "0"
     return main(["eval", "--model", str(model), "--heldout-dirs", str(src), "--single-line", n,
-                 "--multi-line", "0", "--next-line", "3", "--repair", "2", *extra])
+                 "--multi-line", "0", "--next-line", "3", "--mid-line", "4", "--repair", "2", *extra])
 
 
 def test_ar_alone_then_merged_beside_the_diffusion_model(setup):
@@ -50,10 +50,13 @@ def test_ar_alone_then_merged_beside_the_diffusion_model(setup):
     assert list(ar_report["models"]) == ["ar"]
     assert "repair" not in ar_report["models"]["ar"]  # repair is a diffusion (edit-mode) job
     assert ar_report["models"]["ar"]["next_line"]["positions"] == 3
+    mid = ar_report["models"]["ar"]["mid_line"]
+    assert mid["positions"] == 4 and 0 <= mid["exact_match"] <= mid["useful"] + mid["empty"] <= 1
+    assert ar_report["sampler"]["token_healing"] is True
     assert _eval(src, diffusion, "--merge", str(d / "ar.json"), "--json", str(d / "both.json"),
-                 "--markdown", str(d / "both.md"), "--fallback", "confident") == 0
+                 "--markdown", str(d / "both.md"), "--fallback", "confident", "--no-token-healing") == 0
     both = json.loads((d / "both.json").read_text())
-    assert both["sampler"]["fallback"] == "confident"
+    assert both["sampler"]["fallback"] == "confident" and both["sampler"]["token_healing"] is False
     line_steps = both["models"]["diffusion"]["next_line"]
     assert line_steps["steps"] >= line_steps["positions"] == 3  # at least one step per line
     assert list(both["models"]) == ["diffusion", "ar"]

@@ -15,6 +15,7 @@ export const SERVER_SETTING_KEYS = [
   "threshold",
   "maxTokens",
   "latencyBudgetMs",
+  "tokenHealing",
   "cacheBudgetMb",
   "cacheDir",
   "enableCompletion",

@@ -23,6 +23,7 @@ M.SERVER_SETTING_KEYS = {
   'threshold',
   'maxTokens',
   'latencyBudgetMs',
+  'tokenHealing',
   'cacheBudgetMb',
   'cacheDir',
   'enableCompletion',

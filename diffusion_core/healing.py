@@ -1,0 +1,109 @@
+"""Token healing: complete from the last clean token boundary of the prefix, not the cursor.
+
+A completion is asked for wherever the cursor is, usually in the middle of a word: the
+prefix `    x = self.val` ends with the token `val`, while the code the model learnt from
+writes `self.value` as `.` `value`. Conditioned on a token boundary that the finished text
+would not have, a model has to continue a word from an unusual split, and small models do
+that badly. Token healing (as in Microsoft's `guidance` library) backs the prefix up to the
+start of its last pre-token (the tokenizer's own split of words, numbers, punctuation and
+spaces) and lets the model write that piece again, constrained to text that starts with it.
+
+Which piece is removed:
+- the last pre-token of the prefix (`val`, ` ret`, `(`, `==`), if it is ASCII and short;
+- for a whitespace piece that holds a newline (the cursor on an indented new line), only
+  the spaces after the last newline: the prefix then ends with the newline, as a training
+  middle cut at a line start does, and the removed text never contains a newline, so the
+  single-line stop rule is unchanged. A prefix that ends with a newline is not healed.
+
+The sampler (`sampler.sample_blocks`, `sampler.sample_ar`) enforces the constraint: while
+the generated text does not yet cover the removed piece, each step commits only the
+leftmost undecided position, restricted to tokens that continue the piece
+(`HealingConstraint.allowed`). The caller strips the piece from the decoded output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from diffusion_core.tokenizer import CodeTokenizer
+
+MAX_HEAL_CHARS = 32  # a longer last piece is left alone (no token is that long)
+
+
+@dataclass(frozen=True)
+class Healing:
+    prefix: str  # the prefix the model is conditioned on
+    removed: str  # text cut from its end; the output must start with it ("" = no healing)
+
+
+class TokenHealer:
+    """Splits prefixes and builds the allowed-token masks for one tokenizer."""
+
+    def __init__(self, tokenizer: CodeTokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.pieces = [
+            "" if i in tokenizer.special_ids else tokenizer.tok.decode([i]) for i in range(tokenizer.vocab_size)
+        ]
+        self._allowed: dict[str, torch.Tensor] = {}
+
+    def split(self, prefix: str) -> Healing:
+        tail = prefix[-2 * MAX_HEAL_CHARS :]
+        pre = self.tokenizer.tok.pre_tokenizer.pre_tokenize_str(tail) if tail else []
+        if not pre:
+            return Healing(prefix, "")
+        start, end = pre[-1][1]
+        piece = tail[start:end]
+        if end != len(tail) or not piece.isascii() or len(piece) > MAX_HEAL_CHARS:
+            return Healing(prefix, "")
+        if "\n" in piece:  # a whitespace piece: keep its newline in the prefix
+            piece = piece[piece.rindex("\n") + 1 :]
+        if not piece:
+            return Healing(prefix, "")
+        return Healing(prefix[: len(prefix) - len(piece)], piece)
+
+    def constraint(self, removed: str) -> HealingConstraint | None:
+        return HealingConstraint(self, removed) if removed else None
+
+    def allowed(self, rest: str) -> torch.Tensor:
+        """(V,) bool: tokens whose text starts with `rest` or is a non-empty start of it."""
+        mask = self._allowed.get(rest)
+        if mask is None:
+            mask = torch.tensor([bool(p) and (p.startswith(rest) or rest.startswith(p)) for p in self.pieces])
+            if len(self._allowed) > 4096:
+                self._allowed.clear()
+            self._allowed[rest] = mask
+        return mask
+
+
+class HealingConstraint:
+    """The removed piece that the first generated tokens must spell out; tracks progress."""
+
+    def __init__(self, healer: TokenHealer, removed: str) -> None:
+        self.healer = healer
+        self.rest = removed  # what the generated text still has to start with
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.rest)
+
+    def next_allowed(self, vocab_size: int, device) -> torch.Tensor | None:
+        """(vocab_size,) bool mask for the next generated position, or None once the text is
+        spelled out. A tokenizer with no token to continue it (not byte-level) ends the
+        constraint: the output then does not start with the piece and the engine answers ""."""
+        if not self.rest:
+            return None
+        mask = self.healer.allowed(self.rest)
+        if not bool(mask.any()):
+            self.rest = ""
+            return None
+        if mask.numel() != vocab_size:  # embedding rows past the tokenizer's vocabulary
+            mask = torch.cat([mask, torch.zeros(max(0, vocab_size - mask.numel()), dtype=torch.bool)])[:vocab_size]
+        return mask.to(device)
+
+    def advance(self, token: int) -> None:
+        piece = self.healer.pieces[token]
+        if not (piece.startswith(self.rest) or self.rest.startswith(piece)) or not piece:
+            raise ValueError(f"token {token} ({piece!r}) does not continue the healed text {self.rest!r}")
+        self.rest = self.rest[len(piece) :] if len(piece) < len(self.rest) else ""

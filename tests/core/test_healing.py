@@ -1,0 +1,93 @@
+"""Token healing: which piece of the prefix is rewritten, and the samplers honour it."""
+
+import pytest
+import torch
+
+from diffusion_core.config import SamplerConfig
+from diffusion_core.engine import Engine
+from diffusion_core.healing import MAX_HEAL_CHARS, TokenHealer
+from diffusion_core.testing import make_tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def healer(tok):
+    return TokenHealer(tok)
+
+
+@pytest.mark.parametrize(("prefix", "kept", "removed"), [
+    ("    x = self.val", "    x = self.", "val"),  # mid-identifier
+    ("def f():\n    retu", "def f():\n   ", " retu"),  # the word's leading space goes with it
+    ("foo(a, b", "foo(a,", " b"),
+    ("if x ==", "if x", " =="),  # punctuation runs are pieces too
+    ("def f():\n    ", "def f():\n", "    "),  # indented new line: only the spaces
+    ("def f():\n", "def f():\n", ""),  # a line start is a clean boundary
+    ("", "", ""),
+    ("s = 'café", "s = 'café", ""),  # non-ASCII pieces are left alone
+    ("x = " + "a" * (MAX_HEAL_CHARS + 1), "x = " + "a" * (MAX_HEAL_CHARS + 1), ""),
+])
+def test_split_backs_up_to_the_last_pre_token(healer, prefix, kept, removed):
+    h = healer.split(prefix)
+    assert (h.prefix, h.removed) == (kept, removed)
+    assert h.prefix + h.removed == prefix
+
+
+def test_allowed_tokens_continue_the_removed_text(healer, tok):
+    rest = " ret"
+    allowed = healer.allowed(rest)  # (V,)
+    assert allowed.dtype == torch.bool and allowed.numel() == tok.vocab_size
+    pieces = [healer.pieces[i] for i in allowed.nonzero()[:, 0].tolist()]
+    assert pieces and all(p.startswith(rest) or rest.startswith(p) for p in pieces)
+    assert " " in pieces  # a token may spell only the start of the removed text
+    assert not any(allowed[i] for i in tok.special_ids)
+    whole = [p for p in healer.pieces if p.startswith(rest) or (p and rest.startswith(p))]
+    assert len(whole) == len(pieces)  # and every such token is allowed
+
+
+@pytest.fixture(scope="module", params=["diffusion", "ar"])
+def engine(request, tmp_path_factory):
+    path = make_tiny_model_dir(tmp_path_factory.mktemp(request.param) / "model", kind=request.param)
+    return Engine.from_path(path, sampler=SamplerConfig(block_size=8, max_tokens=12))
+
+
+@pytest.mark.parametrize("prefix", ["def parse(self, val", "    return self.val", "def f():\n    "])
+def test_healed_infill_rewrites_the_piece_and_answers_from_the_cursor(engine, prefix):
+    h = engine.healing(prefix)
+    assert h.removed
+    out = engine.infill(prefix, "\n    return x\n")
+    ids = engine.infill_context(h.prefix, "\n    return x\n", sampler=engine.sampler.replace(heal=False))
+    assert out.context_ids == (ids[:-1] if engine.is_ar else ids)  # AR feeds the last one itself
+    full = engine.tokenizer.decode(out.tokens)
+    assert full.startswith(h.removed)  # the random model was held to the removed text
+    assert out.text == full[len(h.removed):]
+    assert len(out.confidence) == len(out.tokens) or engine.is_ar
+
+
+def test_healing_off_keeps_the_cursor_split(engine):
+    prefix, suffix = "    return self.val", "\n"
+    raw = engine.sampler.replace(heal=False)
+    out = engine.infill(prefix, suffix, sampler=raw)
+    ids = engine.infill_context(prefix, suffix, sampler=raw)
+    assert out.context_ids == (ids[:-1] if engine.is_ar else ids)
+    assert out.text == engine.tokenizer.decode(out.tokens)
+    assert engine.infill_context(prefix, suffix) != ids  # healing on cuts "val"
+
+
+def test_a_prefix_at_a_line_start_is_not_healed(engine):
+    prefix, suffix = "def f():\n", ""
+    a = engine.infill(prefix, suffix)
+    b = engine.infill(prefix, suffix, sampler=engine.sampler.replace(heal=False))
+    assert (a.tokens, a.text, a.context_ids) == (b.tokens, b.text, b.context_ids)
+
+
+def test_constraint_pads_to_the_model_vocabulary_and_gives_up_without_a_token(healer, tok):
+    c = healer.constraint(" ret")
+    mask = c.next_allowed(tok.vocab_size + 8, "cpu")  # models may pad their embedding rows
+    assert mask.shape == (tok.vocab_size + 8,) and not bool(mask[tok.vocab_size:].any())
+    c.advance(healer.pieces.index(" "))  # a token may spell only the start
+    assert c.pending and c.rest == "ret"
+    with pytest.raises(ValueError, match="does not continue"):
+        c.advance(healer.pieces.index(" "))
+    word_piece = TokenHealer(tok)  # a vocabulary that is not byte-level: no token spells " ret"
+    word_piece.pieces = ["" if p.startswith(" ") or " ret".startswith(p) else p for p in word_piece.pieces]
+    stuck = word_piece.constraint(" ret")
+    assert stuck.next_allowed(tok.vocab_size, "cpu") is None and not stuck.pending
