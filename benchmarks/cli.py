@@ -108,7 +108,8 @@ def standalone(prog: str, doc: str | None, add_arguments, run, argv: list[str] |
 
 
 def sampler_from_args(args: argparse.Namespace):
-    """The default SamplerConfig with --threshold / --block-size / --fallback applied where given."""
+    """The default SamplerConfig with --threshold / --block-size / --fallback /
+    --no-token-healing applied where given."""
     from diffusion_core.config import SamplerConfig
 
     sampler = SamplerConfig()
@@ -118,4 +119,6 @@ def sampler_from_args(args: argparse.Namespace):
         sampler = sampler.replace(block_size=args.block_size)
     if getattr(args, "fallback", None):
         sampler = sampler.replace(fallback=args.fallback)
+    if getattr(args, "heal", True) is False:
+        sampler = sampler.replace(heal=False)
     return sampler

@@ -2,7 +2,8 @@
 
 (a) HumanEval single-line and multi-line infilling pass@1 (greedy; each program run in its
     own process under a timeout), (b) exact-match next-line completion on held-out files,
-    (c) repair: held-out functions with 1-3 random token edits restored exactly, and code
+    and mid-line completion (the cursor inside a held-out line, as while typing: is the
+    suggestion the rest of the line, or at least a start of it that Tab could accept), (c) repair: held-out functions with 1-3 random token edits restored exactly, and code
     with a syntax error that comes back parsing and equal to the original.
 """
 
@@ -35,11 +36,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--single-line", type=int, default=1033, help="HumanEval single-line tasks (max 1033)")
     p.add_argument("--multi-line", type=int, default=200, help="HumanEval multi-line tasks (evenly spaced subset)")
     p.add_argument("--next-line", type=int, default=300, help="held-out next-line positions")
+    p.add_argument("--mid-line", type=int, default=300,
+                   help="held-out cursor positions inside a line (the rest of the line is the answer)")
     p.add_argument("--repair", type=int, default=200, help="held-out functions for each repair test")
     p.add_argument("--threshold", type=float, default=None, help="confidence threshold (default: model's)")
     p.add_argument("--block-size", type=int, default=None)
     p.add_argument("--fallback", choices=get_args(Fallback), default=None,
                    help="position a step commits when none passes the threshold (default: the sampler's)")
+    p.add_argument("--no-token-healing", dest="heal", action="store_false",
+                   help="complete from the cursor's exact token split (default: token healing, as the server)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", dest="json_out", help="write the report as JSON to this file")
     p.add_argument("--markdown", help="write the report table as Markdown to this file")
@@ -111,6 +116,36 @@ def next_line_scores(engine: Engine, texts: list[str], n: int, rng: random.Rando
     return {"positions": total, "exact_match": hits / max(1, total),
             "steps": sum(steps), "steps_p50": statistics.median(steps) if steps else None,
             "tokens": tokens, "ms_per_line": ms / max(1, total)}
+
+
+def mid_line_scores(engine: Engine, texts: list[str], n: int, rng: random.Random) -> dict:
+    """Cursor at a random point inside a held-out line (past its indentation), the rest of
+    the file after that line as the suffix: the position of a completion while typing."""
+    exact = useful = empty = total = 0
+    ms = 0.0
+    for _ in range(n * 20):
+        if total >= n:
+            break
+        lines = rng.choice(texts).splitlines(keepends=True)
+        if len(lines) < 5:
+            continue
+        i = rng.randrange(2, len(lines))
+        line = lines[i].rstrip("\r\n")
+        body = line.lstrip()
+        if len(body) < 4:
+            continue
+        cut = len(line) - len(body) + rng.randrange(0, len(body) - 1)
+        truth = line[cut:]
+        out = engine.infill("".join(lines[:i]) + line[:cut], "\n" + "".join(lines[i + 1 :]),
+                            max_tokens=48, stop_at_newline=True)
+        shown = out.text.split("\n", 1)[0].rstrip()
+        total += 1
+        exact += shown == truth.rstrip()
+        useful += bool(shown.strip()) and truth.startswith(shown)
+        empty += not shown.strip()
+        ms += out.total_ms
+    return {"positions": total, "exact_match": exact / max(1, total), "useful": useful / max(1, total),
+            "empty": empty / max(1, total), "ms_per_line": ms / max(1, total)}
 
 
 def functions(texts: list[str], max_lines: int = 25) -> list[tuple[str, str, str]]:
@@ -199,6 +234,8 @@ def evaluate(engine: Engine, args, texts: list[str], log, repair: bool) -> dict:
         log(f"  multi-line pass@1 {r['humaneval_multi_line']['pass@1']:.3f}")
     if args.next_line and texts:
         r["next_line"] = next_line_scores(engine, texts, args.next_line, random.Random(args.seed))
+    if getattr(args, "mid_line", 0) and texts:
+        r["mid_line"] = mid_line_scores(engine, texts, args.mid_line, random.Random(f"{args.seed}/mid"))
     if repair and args.repair and texts:
         r["repair"] = repair_scores(engine, functions(texts), args.repair, rng)
     r["seconds"] = round(time.time() - t0, 1)
@@ -227,6 +264,8 @@ def table(report: dict) -> str:
         ("HumanEval single-line exact match", ("humaneval_single_line", "exact_match")),
         ("HumanEval multi-line pass@1", ("humaneval_multi_line", "pass@1")),
         ("held-out next-line exact match", ("next_line", "exact_match")),
+        ("held-out mid-line: rest of line exact", ("mid_line", "exact_match")),
+        ("held-out mid-line: useful (a start of the rest)", ("mid_line", "useful")),
         ("repair: 1-3 token edits restored", ("repair", "token_edits_restored")),
         ("repair: clean code left unchanged", ("repair", "clean_code_left_unchanged")),
         ("repair: syntax error fixed exactly", ("repair", "syntax_errors_fixed_exactly")),
@@ -270,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
         "machine": {"cores": torch.get_num_threads(), "torch": torch.__version__,
                     "python": platform.python_version(), "platform": platform.platform()},
         "sampler": {"block_size": sampler.block_size, "threshold": sampler.threshold,
-                    "fallback": sampler.fallback},
+                    "fallback": sampler.fallback, "token_healing": sampler.heal},
         # repair is an edit-mode (diffusion) job: the AR baseline has no repair numbers
         "models": {"ar" if engine.is_ar else "diffusion": evaluate(engine, args, texts, log,
                                                                     repair=not engine.is_ar)},
