@@ -71,7 +71,7 @@ class TokenHealer:
         mask = self._allowed.get(rest)
         if mask is None:
             mask = torch.tensor([bool(p) and (p.startswith(rest) or rest.startswith(p)) for p in self.pieces])
-            if len(self._allowed) > 4096:
+            if len(self._allowed) >= 256:  # one (V,) bool mask each
                 self._allowed.clear()
             self._allowed[rest] = mask
         return mask
