@@ -77,9 +77,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="onpolicy: a rollout schedule, confidence threshold and max steps per block "
                         "(0 = block size); repeat for several (default 0.5:8 and 0.7:16)")
     g.add_argument("--onpolicy-verifier", choices=VERIFIERS, default="exact",
-                   help="onpolicy: keep rollouts whose whole output equals the reference (exact), or "
+                   help="onpolicy: keep rollouts whose whole output equals the reference (exact), "
                         "the longest prefix of each rollout that does (prefix: for models that rarely "
-                        "write a whole middle right)")
+                        "write a whole middle right), or take the model's own answer with the server's "
+                        "sampler as the reference (self: step distillation, speed at unchanged quality)")
     g.add_argument("--states-per-trajectory", type=int, default=2,
                    help="fine-tuning examples drawn from each kept trajectory")
     g.add_argument("--eval-examples", type=int, default=32,

@@ -9,7 +9,7 @@ from diffusion_core.data import DataConfig
 from diffusion_core.posttrain.examples import Weighting
 
 STAGES = ("order", "onpolicy")
-Verifier = Literal["exact", "prefix"]  # on-policy verifier, see posttrain.onpolicy
+Verifier = Literal["exact", "prefix", "self"]  # on-policy verifier, see posttrain.onpolicy
 VERIFIERS: tuple[str, ...] = get_args(Verifier)
 
 
@@ -49,7 +49,8 @@ class PostTrainConfig:
     # tried in order; the verified rollout with the fewest steps is kept
     onpolicy_schedules: tuple[tuple[float, int], ...] = ((0.5, 8), (0.7, 16))
     # "exact": keep whole outputs equal to the reference; "prefix": keep the longest
-    # prefix of a rollout that equals it (see posttrain.onpolicy)
+    # prefix of a rollout that equals it; "self": the reference is the model's own answer
+    # with the server's sampler (step distillation; see posttrain.onpolicy)
     onpolicy_verifier: Verifier = "exact"
     # before/after measurement on a fixed held-out set with the server's default sampler
     eval_examples: int = 32

@@ -14,6 +14,13 @@ the output with the reference middle:
   carry no loss (`examples.trajectory_examples(..., verified=n)`). A weak model almost
   never writes a whole middle exactly (0 of 120 rollouts on the shipped model,
   docs/posttraining.md), but it often starts right; this keeps those parts.
+- `self` (step distillation): the reference is the model's own answer with the server's
+  sampler (threshold `eval_threshold`, no step cap), which is verified by construction;
+  the aggressive schedules are checked against it, and the fewest-steps rollout that
+  reproduces it is kept (the server-sampler trajectory itself if none does). Sources
+  whose answer does not end within the budget are rejected. Nothing here says the
+  answer is right: this distils the slow sampler into fewer steps, so what it can buy is
+  speed at the model's current quality, which the before/after measurement checks.
 
 The paper minimises the number of steps with a policy-gradient-like objective; here the
 surrogate is supervised: cross-entropy toward the verified tokens at every still-masked
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import torch
 
+from diffusion_core.corruption import padded_middle_length
 from diffusion_core.model import CodeTransformer
 from diffusion_core.posttrain.config import PostTrainConfig, Verifier
 from diffusion_core.posttrain.examples import trajectory_examples
@@ -62,17 +70,41 @@ def best_verified(
     return best
 
 
+def self_reference(
+    model: CodeTransformer, src: Source, threshold: float, special
+) -> OnPolicyRollout | None:
+    """The model's own answer to `src` with the server's sampler, as a rollout of a source
+    whose reference middle is that answer; None if the answer does not end in budget."""
+    r = onpolicy_rollout(model, src, threshold=threshold, max_steps_per_block=0,
+                         mask_id=special.mask, eoi_id=special.eoi)
+    if special.eoi not in r.trajectory.tokens.tolist():
+        return None
+    m = padded_middle_length(len(r.output), src.block_size)
+    ref = Source(src.context, list(r.output), [*r.output, *[special.eoi] * (m - len(r.output))], src.block_size)
+    traj = Trajectory(ref, r.trajectory.commit_step, r.trajectory.tokens)
+    if traj.tokens.tolist() != ref.target:  # the sampler fills the block after <eoi> with <eoi>
+        raise RuntimeError("the sampler's answer does not match its own trajectory")
+    return OnPolicyRollout(traj, r.output, r.stats, True, len(ref.target))
+
+
 def onpolicy_batch(
     model: CodeTransformer, sources: list[Source], cfg: PostTrainConfig, generator: torch.Generator, special
 ) -> StageBatch:
     out = StageBatch([], 0, 0)
     for src in sources:
-        best = best_verified(model, src, cfg.onpolicy_schedules, special, cfg.onpolicy_verifier)
+        if cfg.onpolicy_verifier == "self":
+            teacher = self_reference(model, src, cfg.eval_threshold, special)
+            faster = None if teacher is None else best_verified(
+                model, teacher.trajectory.source, cfg.onpolicy_schedules, special, "exact")
+            best = faster if faster is not None and faster.trajectory.steps < teacher.trajectory.steps else teacher
+            src = best.trajectory.source if best is not None else src
+        else:
+            best = best_verified(model, src, cfg.onpolicy_schedules, special, cfg.onpolicy_verifier)
         if best is None:
             out.rejected += 1
             continue
         traj = best.trajectory
-        prefix = None if cfg.onpolicy_verifier == "exact" else best.verified_prefix
+        prefix = best.verified_prefix if cfg.onpolicy_verifier == "prefix" else None
         out.kept += 1
         if prefix is None:
             out.rollout_steps += traj.steps

@@ -192,7 +192,7 @@ def _overfit(model, src, sp, steps: int) -> None:
     model.eval()
 
 
-@pytest.mark.parametrize("verifier", ["exact", "prefix"])
+@pytest.mark.parametrize("verifier", ["exact", "prefix", "self"])
 def test_onpolicy_steps_raise_tokens_per_step_and_keep_exact_match(tok, verifier):
     torch.manual_seed(0)
     model = tiny_model(tok)
@@ -260,6 +260,16 @@ def test_prefix_verifier_trains_only_the_right_start_of_a_rollout(tok):
         assert targets[scored].tolist() == [wrong.target[i] for i in range(m) if scored[i]]
         revealed = noisy[:k] != sp.mask
         assert noisy[:k][revealed].tolist() == [wrong.target[i] for i in range(k) if revealed[i]]
+
+    # Step distillation ("self"): the reference is what the model writes, not wrong.middle.
+    distil = PostTrainConfig(stage="onpolicy", data_dirs=(), out_dir="unused", onpolicy_schedules=((0.5, 2),),
+                             onpolicy_verifier="self", states_per_trajectory=4)
+    sb = onpolicy_batch(model, [wrong], distil, torch.Generator().manual_seed(1), sp)
+    assert (sb.kept, sb.rejected, sb.rollout_tokens) == (1, 0, len(src.target))
+    for ex in sb.examples:
+        targets = ex.targets[-len(src.target):]
+        scored = targets != -100
+        assert targets[scored].tolist() == [src.target[i] for i in range(len(src.target)) if scored[i]]
 
 
 # -- the loop: record, CLI, exact resume --------------------------------------------------
