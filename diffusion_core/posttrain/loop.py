@@ -12,6 +12,7 @@ bit for bit. Single process (CPU or one GPU).
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import sys
@@ -90,6 +91,9 @@ def posttrain(
     base = load_model_dir(cfg.init_from, device=dev)
     model, tok = base.model, base.tokenizer
     _check_model(model)
+    extra: dict = {}
+    if cfg.stage == "onpolicy" and cfg.onpolicy_verifier == "self":  # the base model, frozen
+        extra["teacher_model"] = copy.deepcopy(model).eval().requires_grad_(False)
     files = list_source_files(cfg.data_dirs, forbidden=cfg.forbidden)
     corpus = load_corpus(files, cfg.heldout_fraction, "train")
     log(f"post-training ({cfg.stage}) from {base.path}: {len(corpus.texts)} training files")
@@ -121,7 +125,7 @@ def posttrain(
         step = state["step"]
         sources, g = step_sources(builder, cfg.seed, step, cfg.batch_size)
         model.eval()
-        sb = stage_fn(model, sources, cfg, g, tok.special)
+        sb = stage_fn(model, sources, cfg, g, tok.special, **extra)
         model.train()
         loss_value = None
         if sb.examples:

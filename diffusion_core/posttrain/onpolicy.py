@@ -14,8 +14,11 @@ the output with the reference middle:
   carry no loss (`examples.trajectory_examples(..., verified=n)`). A weak model almost
   never writes a whole middle exactly (0 of 120 rollouts on the shipped model,
   docs/posttraining.md), but it often starts right; this keeps those parts.
-- `self` (step distillation): the reference is the model's own answer with the server's
-  sampler (threshold `eval_threshold`, no step cap), which is verified by construction;
+- `self` (step distillation): the reference is the answer of the model as it was before
+  post-training (a frozen copy, the teacher) with the server's sampler (threshold
+  `eval_threshold`, no step cap). The teacher must stay frozen: with the current model as
+  its own teacher, answers that got shorter were trained on and got shorter still, and in
+  60 steps every answer of the shipped model collapsed to `<eoi>` (docs/posttraining.md);
   the aggressive schedules are checked against it, and the fewest-steps rollout that
   reproduces it is kept (the server-sampler trajectory itself if none does). Sources
   whose answer does not end within the budget are rejected. Nothing here says the
@@ -88,15 +91,24 @@ def self_reference(
 
 
 def onpolicy_batch(
-    model: CodeTransformer, sources: list[Source], cfg: PostTrainConfig, generator: torch.Generator, special
+    model: CodeTransformer,
+    sources: list[Source],
+    cfg: PostTrainConfig,
+    generator: torch.Generator,
+    special,
+    teacher_model: CodeTransformer | None = None,  # "self": the frozen model that answers
 ) -> StageBatch:
     out = StageBatch([], 0, 0)
     for src in sources:
         if cfg.onpolicy_verifier == "self":
-            teacher = self_reference(model, src, cfg.eval_threshold, special)
-            faster = None if teacher is None else best_verified(
-                model, teacher.trajectory.source, cfg.onpolicy_schedules, special, "exact")
-            best = faster if faster is not None and faster.trajectory.steps < teacher.trajectory.steps else teacher
+            if teacher_model is None:
+                raise ValueError("the self verifier needs the frozen teacher model")
+            teacher = self_reference(teacher_model, src, cfg.eval_threshold, special)
+            # the student's rollouts, its own server-sampler one included, against the answer
+            schedules = (*cfg.onpolicy_schedules, (cfg.eval_threshold, 0))
+            student = None if teacher is None else best_verified(
+                model, teacher.trajectory.source, schedules, special, "exact")
+            best = student if student is not None and student.trajectory.steps <= teacher.trajectory.steps else teacher
             src = best.trajectory.source if best is not None else src
         else:
             best = best_verified(model, src, cfg.onpolicy_schedules, special, cfg.onpolicy_verifier)

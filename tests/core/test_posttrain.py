@@ -1,5 +1,6 @@
 """Seed post-training: trajectories, best-of-K, on-policy step reduction, loop and resume."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -206,10 +207,11 @@ def test_onpolicy_steps_raise_tokens_per_step_and_keep_exact_match(tok, verifier
                           onpolicy_verifier=verifier)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     g = torch.Generator().manual_seed(1)
+    teacher = copy.deepcopy(model).eval() if verifier == "self" else None
     losses = []
     for _ in range(6):
         model.eval()
-        sb = onpolicy_batch(model, [src], cfg, g, sp)
+        sb = onpolicy_batch(model, [src], cfg, g, sp, teacher_model=teacher)
         assert sb.kept == 1 and sb.rejected == 0 and sb.examples  # verified few-step rollout
         model.train()
         loss = loss_fn(model, collate(sb.examples, sp.pad))
@@ -264,7 +266,7 @@ def test_prefix_verifier_trains_only_the_right_start_of_a_rollout(tok):
     # Step distillation ("self"): the reference is what the model writes, not wrong.middle.
     distil = PostTrainConfig(stage="onpolicy", data_dirs=(), out_dir="unused", onpolicy_schedules=((0.5, 2),),
                              onpolicy_verifier="self", states_per_trajectory=4)
-    sb = onpolicy_batch(model, [wrong], distil, torch.Generator().manual_seed(1), sp)
+    sb = onpolicy_batch(model, [wrong], distil, torch.Generator().manual_seed(1), sp, teacher_model=model)
     assert (sb.kept, sb.rejected, sb.rollout_tokens) == (1, 0, len(src.target))
     for ex in sb.examples:
         targets = ex.targets[-len(src.target):]
@@ -314,18 +316,20 @@ def test_resume_is_bit_for_bit_and_training_json_is_written(data_dir, base_dir, 
     assert (full / "model" / "model.safetensors").is_file()
 
 
-def test_cli_runs_the_onpolicy_stage(data_dir, base_dir, tmp_path):
+@pytest.mark.parametrize("verifier", ["exact", "self"])
+def test_cli_runs_the_onpolicy_stage(data_dir, base_dir, tmp_path, verifier):
     from lsp_server.cli import main
 
     out = tmp_path / "run"
     rc = main([
         "train", "--stage", "onpolicy", "--init-from", str(base_dir), str(data_dir), "--out", str(out),
         "--steps", "2", "--batch-size", "1", "--eval-examples", "1", "--heldout-fraction", "0",
-        "--onpolicy-schedule", "0.5:4", "--no-progress", "--device", "cpu",
+        "--onpolicy-schedule", "0.5:4", "--no-progress", "--device", "cpu", "--onpolicy-verifier", verifier,
     ])
     assert rc == 0
     rec = json.loads((out / "model" / "training.json").read_text())
     assert rec["stage"] == "onpolicy" and rec["steps"] == 2
+    assert rec["posttrain_config"]["onpolicy_verifier"] == verifier
     assert rec["posttrain_config"]["onpolicy_schedules"] == [[0.5, 4]]
     # a random model verifies nothing: every source is rejected and no update is made
     assert rec["trajectories_kept"] + rec["trajectories_rejected"] == 2
