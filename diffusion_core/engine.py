@@ -136,9 +136,11 @@ class Engine:
     ) -> list[int]:
         """Token ids of the infill context, the prefix token-healed if the sampler says so."""
         b = block_size or (sampler or self.sampler).block_size
+        return self._context_ids(self.healing(prefix, sampler).prefix, suffix, b)
+
+    def _context_ids(self, prefix: str, suffix: str, block_size: int) -> list[int]:
         tok = self.tokenizer
-        prefix = self.healing(prefix, sampler).prefix
-        return build_context(tok.encode(prefix), tok.encode(suffix), b, self.special, self.window)
+        return build_context(tok.encode(prefix), tok.encode(suffix), block_size, self.special, self.window)
 
     def repair_context(self, prefix: str, suffix: str, block_size: int | None = None) -> list[int]:
         b = block_size or self.sampler.block_size
@@ -181,7 +183,7 @@ class Engine:
         sc = sampler or self.sampler
         b = sc.block_size
         healed = self.healing(prefix, sc)
-        ids = context_ids if context_ids is not None else self.infill_context(prefix, suffix, b, sc)
+        ids = context_ids if context_ids is not None else self._context_ids(healed.prefix, suffix, b)
         healing = self.healer.constraint(healed.removed)
         # The AR model feeds the last context token itself, so it caches one token less.
         target = ids[:-1] if self.is_ar else ids
