@@ -3,7 +3,8 @@
 (a) HumanEval single-line and multi-line infilling pass@1 (greedy; each program run in its
     own process under a timeout), (b) exact-match next-line completion on held-out files,
     and mid-line completion (the cursor inside a held-out line, as while typing: is the
-    suggestion the rest of the line, or at least a start of it that Tab could accept), (c) repair: held-out functions with 1-3 random token edits restored exactly, and code
+    suggestion the rest of the line, or at least a start of it that Tab could accept),
+    (c) repair: held-out functions with 1-3 random token edits restored exactly, and code
     with a syntax error that comes back parsing and equal to the original.
 """
 
@@ -234,7 +235,7 @@ def evaluate(engine: Engine, args, texts: list[str], log, repair: bool) -> dict:
         log(f"  multi-line pass@1 {r['humaneval_multi_line']['pass@1']:.3f}")
     if args.next_line and texts:
         r["next_line"] = next_line_scores(engine, texts, args.next_line, random.Random(args.seed))
-    if getattr(args, "mid_line", 0) and texts:
+    if args.mid_line and texts:
         r["mid_line"] = mid_line_scores(engine, texts, args.mid_line, random.Random(f"{args.seed}/mid"))
     if repair and args.repair and texts:
         r["repair"] = repair_scores(engine, functions(texts), args.repair, rng)

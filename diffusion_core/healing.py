@@ -18,7 +18,7 @@ Which piece is removed:
 The sampler (`sampler.sample_blocks`, `sampler.sample_ar`) enforces the constraint: while
 the generated text does not yet cover the removed piece, each step commits only the
 leftmost undecided position, restricted to tokens that continue the piece
-(`HealingConstraint.allowed`). The caller strips the piece from the decoded output.
+(`HealingConstraint.next_allowed`). The caller strips the piece from the decoded output.
 """
 
 from __future__ import annotations
@@ -43,9 +43,8 @@ class TokenHealer:
 
     def __init__(self, tokenizer: CodeTokenizer) -> None:
         self.tokenizer = tokenizer
-        self.pieces = [
-            "" if i in tokenizer.special_ids else tokenizer.tok.decode([i]) for i in range(tokenizer.vocab_size)
-        ]
+        # the tokenizer's text of each id; special tokens spell nothing
+        self.pieces = ["" if i in tokenizer.special_ids else p for i, p in enumerate(tokenizer.pieces)]
         self._allowed: dict[str, torch.Tensor] = {}
 
     def split(self, prefix: str) -> Healing:

@@ -197,8 +197,9 @@ class HFTokenizer(CodeTokenizer):
         self.special_ids = frozenset(
             {i for i, t in added.items() if t.special} | {getattr(prompt.special, r) for r in ROLES}
         )
-        pieces = tokenizer.decode_batch([[i] for i in range(self.vocab_size)], skip_special_tokens=False)
-        self.newline_ids = frozenset(i for i, s in enumerate(pieces) if "\n" in s)
+        # the text of each id
+        self.pieces = tokenizer.decode_batch([[i] for i in range(self.vocab_size)], skip_special_tokens=False)
+        self.newline_ids = frozenset(i for i, s in enumerate(self.pieces) if "\n" in s)
 
     @classmethod
     def from_dir(

@@ -39,8 +39,8 @@ class CodeTokenizer:
         self.special = SpecialIds(**ids)
         self.vocab_size = tokenizer.get_vocab_size()
         self.special_ids = frozenset(ids.values())
-        decoded = [self.tok.decode([i]) for i in range(self.vocab_size)]
-        self.newline_ids = frozenset(i for i, s in enumerate(decoded) if "\n" in s)
+        self.pieces = [self.tok.decode([i]) for i in range(self.vocab_size)]  # the text of each id
+        self.newline_ids = frozenset(i for i, s in enumerate(self.pieces) if "\n" in s)
 
     @classmethod
     def load(cls, path: str | Path) -> CodeTokenizer:
