@@ -10,7 +10,12 @@ from typing import Any, Literal, get_args
 
 from diffusion_core.policy import DEFAULT_FALLBACK, Fallback
 
-ModelKind = Literal["diffusion", "ar"]
+ModelKind = Literal["diffusion", "ar", "joint"]
+# "auto": draft and verify for joint models, greedy for AR ones, the threshold sampler for
+# diffusion ones; "threshold": block sampler with a confidence threshold (sampler.py);
+# "greedy": one causal token per forward; "draft": draft and verify (speculative.py).
+Decoder = Literal["auto", "threshold", "greedy", "draft"]
+DraftSource = Literal["diffusion", "ngram", "both", "none"]
 RopeType = Literal["linear", "llama3"]
 
 
@@ -21,6 +26,10 @@ class ModelConfig:
     `kind="diffusion"` predicts the clean token at every position (mask logit forced
     to -inf) under a block-causal mask; `kind="ar"` is the same network with a causal
     mask and a next-token head, used as the same-size autoregressive baseline.
+    `kind="joint"` is one network that is both (issue 19): a causal path whose rows
+    predict the next token, and mask rows that predict their own position's token from
+    the causal prefix before their block and their own block (draft-and-verify decoding,
+    `diffusion_core.speculative`). Only unshifted diffusion rows are supported for it.
     """
 
     vocab_size: int = 8192
@@ -55,14 +64,26 @@ class ModelConfig:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
-        if self.kind not in ("diffusion", "ar"):
-            raise ValueError(f"kind must be 'diffusion' or 'ar', got {self.kind!r}")
+        if self.kind not in get_args(ModelKind):
+            raise ValueError(f"kind must be one of {get_args(ModelKind)}, got {self.kind!r}")
+        if self.kind == "joint" and self.shifted_logits:
+            raise ValueError("kind='joint' predicts a mask row's own token: shifted_logits must be false")
         if self.rope_type not in ("linear", "llama3"):
             raise ValueError(f"rope_type must be 'linear' or 'llama3', got {self.rope_type!r}")
         if self.rope_scaling_factor <= 0:
             raise ValueError(f"rope_scaling_factor must be > 0, got {self.rope_scaling_factor}")
         if self.rope_type == "llama3" and self.rope_high_freq_factor <= self.rope_low_freq_factor:
             raise ValueError("llama3 rope scaling needs rope_high_freq_factor > rope_low_freq_factor")
+
+    @property
+    def has_causal_path(self) -> bool:
+        """True when the network's clean rows predict the next token (AR and joint models)."""
+        return self.kind in ("ar", "joint")
+
+    @property
+    def has_mask_path(self) -> bool:
+        """True when the network denoises mask tokens (diffusion and joint models)."""
+        return self.kind in ("diffusion", "joint")
 
     @property
     def head_dim(self) -> int:
@@ -104,6 +125,12 @@ class SamplerConfig:
     # Token healing: back the prefix up to its last clean token boundary and let the model
     # rewrite the cut piece (diffusion_core.healing); matters for mid-word completions.
     heal: bool = True
+    decoder: Decoder = "auto"
+    # draft and verify (diffusion_core.speculative): mask rows per forward, most draft
+    # tokens verified per forward, where drafts come from (mask rows, document n-grams)
+    draft_masks: int = 4
+    draft_max: int = 3
+    draft_source: DraftSource = "diffusion"
     repair_steps: int = 6
     repair_threshold: float = 0.5
     repair_slack: float = 0.25  # extra canvas room for insertions, as a share of the block
@@ -120,12 +147,29 @@ class SamplerConfig:
             raise ValueError(f"fallback must be one of {get_args(Fallback)}, got {self.fallback!r}")
         if self.budget_ms < 0:
             raise ValueError(f"budget_ms must be >= 0, got {self.budget_ms}")
+        if self.decoder not in get_args(Decoder):
+            raise ValueError(f"decoder must be one of {get_args(Decoder)}, got {self.decoder!r}")
+        if self.draft_source not in get_args(DraftSource):
+            raise ValueError(f"draft_source must be one of {get_args(DraftSource)}, got {self.draft_source!r}")
+        if not 0 <= self.draft_masks <= 64 or not 0 <= self.draft_max <= 64:
+            raise ValueError("draft_masks and draft_max must be in 0..64")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if not 0.0 <= self.repair_threshold <= 1.0:
             raise ValueError(f"repair_threshold must be in [0, 1], got {self.repair_threshold}")
         if self.repair_steps < 1:
             raise ValueError(f"repair_steps must be >= 1, got {self.repair_steps}")
+
+    def decoder_for(self, kind: ModelKind) -> Decoder:
+        """The decoder this config runs on a model of `kind` ("auto" resolved); raises
+        ValueError for a decoder the model cannot run."""
+        if self.decoder == "auto":
+            return {"joint": "draft", "ar": "greedy", "diffusion": "threshold"}[kind]
+        if self.decoder == "threshold" and kind == "ar":
+            raise ValueError("the threshold decoder needs a model with a mask path (diffusion or joint)")
+        if self.decoder in ("greedy", "draft") and kind == "diffusion":
+            raise ValueError(f"the {self.decoder} decoder needs a model with a causal path (ar or joint)")
+        return self.decoder
 
     def replace(self, **changes: Any) -> SamplerConfig:
         return dataclasses.replace(self, **changes)

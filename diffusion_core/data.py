@@ -75,9 +75,62 @@ class Corpus:
     texts: list[str]
     paths: list[str]
 
+    def packages(self) -> list[str]:
+        """The top-level package of each file (see `package_of`)."""
+        return [package_of(p) for p in self.paths]
+
     @property
     def n_chars(self) -> int:
         return sum(len(t) for t in self.texts)
+
+
+def package_of(path: str) -> str:
+    """Top-level package of a source file: the first directory under `site-packages` (or
+    `dist-packages`), else under the `lib/pythonX.Y` of a standard library, else the file's
+    parent directory. Files directly under such a root form one group per module name."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 2, -1, -1):
+        name = parts[i]
+        if name in ("site-packages", "dist-packages") or (
+            name.startswith("python3") and i > 0 and parts[i - 1] == "lib"
+        ):
+            top = parts[i + 1]
+            return top.removesuffix(".py") if i + 2 == len(parts) else top
+    return parts[-2] if len(parts) > 1 else ""
+
+
+def capped_weights(sizes: list[float], groups: list[str], cap: float) -> list[float]:
+    """Sampling weight of each item so that no group gets more than `cap` of the total.
+
+    Items are drawn in proportion to their size inside a group; a group's share is its
+    share of the sizes, lowered to `cap` where it is above (water-filling: the mass taken
+    from large groups goes to the others in proportion, so the cap holds after it). With
+    fewer than 1/cap groups the cap cannot hold, and the groups get equal shares.
+    """
+    total_by: dict[str, float] = {}
+    for size, grp in zip(sizes, groups, strict=True):
+        total_by[grp] = total_by.get(grp, 0.0) + size
+    if cap <= 0 or cap >= 1 or not total_by:
+        return list(sizes)
+    share = dict(total_by)
+    capped: set[str] = set()
+    while True:
+        free = [k for k in share if k not in capped]
+        if not free:
+            break
+        budget = 1.0 - cap * len(capped)
+        mass = sum(total_by[k] for k in free)
+        over = [k for k in free if total_by[k] / mass * budget > cap]
+        if not over:
+            for k in free:
+                share[k] = total_by[k] / mass * budget
+            break
+        capped.update(over)
+        for k in over:
+            share[k] = cap
+    if len(capped) == len(share):  # fewer groups than 1/cap: equal shares
+        share = {k: 1.0 / len(share) for k in share}
+    return [size / total_by[grp] * share[grp] for size, grp in zip(sizes, groups, strict=True)]
 
 
 def load_corpus(files: list[Path], heldout_fraction: float, split: str) -> Corpus:
@@ -108,6 +161,16 @@ class DataConfig:
     max_edit_rate: float = 0.1  # Seed Diffusion: a in [0, 0.1]
     t_min: float = 0.05
     context_loss: bool = True  # noise and denoise the context blocks too, not only the middle
+    # No top-level package gets more than this share of the sampled files' characters
+    # (sympy, scipy and moto were over a third of the data; 0 = sample by size only).
+    package_cap: float = 0.05
+    # kind="joint" (issue 19): weights of the next-token loss on the causal clean stream
+    # and of the block-diffusion loss on the noisy stream (each a mean per scored token),
+    # and how many context tokens, as whole blocks besides the middle's, the noisy stream
+    # copies (-1: all of them, as `context_loss` does for the diffusion kind).
+    ar_weight: float = 1.0
+    diffusion_weight: float = 1.0
+    noisy_context_tokens: int = 96
 
 
 @dataclass
@@ -118,6 +181,12 @@ class Example:
     targets: torch.Tensor  # (L,) -100 where there is no loss
     weights: torch.Tensor  # (L,) loss weight
     region: int  # tokens in the loss region (normaliser)
+    ar_rows: torch.Tensor | None = None  # (L,) bool: rows of the next-token loss (joint kind)
+    source: int = -1  # length of the clean stream (the rows before the noisy ones); -1: all of `ids`
+
+    @property
+    def source_tokens(self) -> int:
+        return self.ids.numel() if self.source < 0 else self.source
 
 
 @dataclass
@@ -128,11 +197,13 @@ class Batch:
     targets: torch.Tensor  # (B, L)
     weights: torch.Tensor  # (B, L)
     region: int
+    ar_rows: torch.Tensor | None = None  # (B, L) bool, or None when no example has any
 
     def to(self, device) -> Batch:
         return Batch(
             self.ids.to(device), self.positions.to(device), self.mask.to(device),
             self.targets.to(device), self.weights.to(device), self.region,
+            None if self.ar_rows is None else self.ar_rows.to(device),
         )
 
 
@@ -142,8 +213,9 @@ class ExampleBuilder:
             raise ValueError("the training corpus is empty")
         self.corpus, self.tok, self.cfg, self.kind, self.seed = corpus, tokenizer, cfg, kind, seed
         self.sp = tokenizer.special
-        sizes = [len(t) for t in corpus.texts]
-        self.cum = torch.tensor(sizes, dtype=torch.float64).cumsum(0)
+        sizes = [float(len(t)) for t in corpus.texts]
+        weights = capped_weights(sizes, corpus.packages(), cfg.package_cap)
+        self.cum = torch.tensor(weights, dtype=torch.float64).cumsum(0)
         self.vocab = torch.tensor(
             [i for i in range(tokenizer.vocab_size) if i not in tokenizer.special_ids], dtype=torch.long
         )
@@ -195,6 +267,8 @@ class ExampleBuilder:
         prefix, suffix, middle = self.infill_pieces(rng, text)
         if self.kind == "ar":
             return self._ar_example(prefix, suffix, middle)
+        if self.kind == "joint":
+            return self._joint_example(prefix, suffix, middle, block, g)
         return self._infill_example(prefix, suffix, middle, block, g)
 
     def infill_pieces(self, rng: random.Random, text: str) -> tuple[list[int], list[int], list[int]]:
@@ -233,6 +307,53 @@ class ExampleBuilder:
             context, mid, block, masked, loss_weight(t_tok), self.sp.mask, noisy_from=start
         )
 
+    def _joint_example(self, prefix, suffix, middle, block: int, g: torch.Generator) -> Example:
+        """Both losses of the joint model on one FIM sequence (issue 19).
+
+        Clean stream: the whole sequence under a causal mask, next-token loss on every row
+        up to the first <eoi> (the padding after it carries nothing to predict). Noisy
+        stream: the middle's blocks and up to `noisy_context_tokens` of randomly chosen
+        context blocks (never the first, which would have no clean prefix), each with
+        its own mask rate and the MDLM 1/t weight, as `_infill_example`.
+        """
+        cfg = self.cfg
+        context, mid = format_infill(prefix, suffix, middle, block, self.sp)
+        n_ctx, n_mid = len(context), len(mid)
+        bid = infill_block_ids(n_ctx, n_mid, block)  # (T,)
+        n_ctx_blocks = math.ceil(n_ctx / block)
+        budget = n_ctx_blocks if cfg.noisy_context_tokens < 0 else cfg.noisy_context_tokens // block
+        pick = (torch.randperm(max(0, n_ctx_blocks - 1), generator=g)[:budget] + 1).tolist()
+        chosen = torch.zeros(int(bid[-1]) + 1, dtype=torch.bool)
+        chosen[pick] = True
+        chosen[n_ctx_blocks:] = True
+        noisy_index = torch.nonzero(chosen[bid]).flatten()  # (n,) ascending positions
+        t = cfg.t_min + (1 - cfg.t_min) * torch.rand(chosen.numel(), generator=g)
+        t_tok = t[bid[noisy_index]]  # (n,)
+        masked = torch.rand(noisy_index.numel(), generator=g) < t_tok
+        seq = torch.tensor(context + mid)
+        t_all, n = seq.numel(), noisy_index.numel()
+        n_ar = n_ctx + len(middle)  # rows 0 .. n_ar-1 predict seq[1 .. n_ar] (the first <eoi>)
+        noisy = torch.where(masked, torch.full((n,), self.sp.mask), seq[noisy_index])
+        targets = torch.full((t_all + n,), -100)
+        targets[:n_ar] = seq[1 : n_ar + 1]
+        targets[t_all:] = torch.where(masked, seq[noisy_index], torch.full((n,), -100))
+        # Each loss a mean over its own tokens once the sum is divided by `region` = n.
+        w = torch.zeros(t_all + n)
+        w[:n_ar] = cfg.ar_weight * n / n_ar
+        w[t_all:] = torch.where(masked, cfg.diffusion_weight * loss_weight(t_tok), torch.zeros(n))
+        ar_rows = torch.zeros(t_all + n, dtype=torch.bool)
+        ar_rows[:n_ar] = True
+        return Example(
+            ids=torch.cat([seq, noisy]),
+            positions=torch.cat([torch.arange(t_all), noisy_index]),
+            mask=two_stream_mask(bid, noisy_index, causal_clean=True),
+            targets=targets,
+            weights=w,
+            region=n,
+            ar_rows=ar_rows,
+            source=t_all,
+        )
+
     def _edit_example(self, prefix, suffix, middle, rng: random.Random, g: torch.Generator) -> Example:
         context = [self.sp.suf, *suffix, self.sp.pre, *prefix, self.sp.edit]
         n = len(middle)
@@ -249,11 +370,20 @@ class ExampleBuilder:
         noisy_index = torch.arange(t_ctx, t_ctx + canvas_len)
         # The canvas has no clean copy: nothing attends to it. Build the mask on the
         # context plus canvas and drop the unused clean canvas rows/columns.
-        full = two_stream_mask(block_ids, noisy_index)
+        joint = self.kind == "joint"
+        full = two_stream_mask(block_ids, noisy_index, causal_clean=joint)
         keep = torch.cat([torch.arange(t_ctx), torch.arange(t_ctx + canvas_len, t_ctx + 2 * canvas_len)])
         mask = full[keep][:, keep]
         targets = torch.cat([torch.full((t_ctx,), -100), res.target])
         weights = torch.cat([torch.zeros(t_ctx), torch.ones(canvas_len)])
+        ar_rows = None
+        if joint:  # the causal context also takes the next-token loss (its last row: none)
+            ctx = torch.tensor(context)
+            targets[: t_ctx - 1] = ctx[1:]
+            weights[: t_ctx - 1] = self.cfg.ar_weight * canvas_len / max(1, t_ctx - 1)
+            weights[t_ctx:] *= self.cfg.diffusion_weight
+            ar_rows = torch.zeros(t_ctx + canvas_len, dtype=torch.bool)
+            ar_rows[: t_ctx - 1] = True
         return Example(
             ids=torch.cat([torch.tensor(context), canvas]),
             positions=torch.arange(t_ctx + canvas_len),
@@ -261,6 +391,8 @@ class ExampleBuilder:
             targets=targets,
             weights=weights,
             region=canvas_len,
+            ar_rows=ar_rows,
+            source=t_ctx,
         )
 
     def _ar_example(self, prefix, suffix, middle) -> Example:
@@ -320,6 +452,7 @@ def masked_infill_example(
         targets=targets,
         weights=w,
         region=n,
+        source=t_all,
     )
 
 
@@ -331,11 +464,15 @@ def collate(examples: list[Example], pad_id: int) -> Batch:
     mask = torch.eye(length, dtype=torch.bool).repeat(b, 1, 1)  # pads attend to themselves only
     targets = torch.full((b, length), -100, dtype=torch.long)
     weights = torch.zeros(b, length)
+    has_ar = any(e.ar_rows is not None for e in examples)
+    ar_rows = torch.zeros(b, length, dtype=torch.bool) if has_ar else None
     for i, e in enumerate(examples):
         n = e.ids.numel()
         ids[i, :n], positions[i, :n], targets[i, :n], weights[i, :n] = e.ids, e.positions, e.targets, e.weights
         mask[i, :n, :n] = e.mask
+        if ar_rows is not None and e.ar_rows is not None:
+            ar_rows[i, :n] = e.ar_rows
     return Batch(
         ids, positions, mask, targets, weights,
-        region=sum(e.region for e in examples),
+        region=sum(e.region for e in examples), ar_rows=ar_rows,
     )

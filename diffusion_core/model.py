@@ -240,7 +240,7 @@ class CodeTransformer(nn.Module):
         if select is not None:
             x = x[select]  # (N, d): the LM head is the largest matmul, skip rows without loss
         logits = self.lm_head(x)  # (B, T, V), or (N, V) with `select`
-        if cfg.kind == "diffusion":
+        if cfg.has_mask_path:
             # The clean sequence never contains a mask token (Seed Diffusion, sec. 3.1).
             logits[..., cfg.mask_token_id] = float("-inf")
         return ModelOutput(logits=logits, kv=new_kv)

@@ -78,16 +78,28 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def stage_at(cfg: TrainConfig, step: int) -> int:
-    return 2 if cfg.kind == "diffusion" and step >= round(cfg.steps * (1 - cfg.stage2_fraction)) else 1
+    return 2 if cfg.kind in ("diffusion", "joint") and step >= round(cfg.steps * (1 - cfg.stage2_fraction)) else 1
 
 
-def loss_fn(model: torch.nn.Module, batch: Batch, region: int | None = None) -> torch.Tensor:
+def loss_fn(model: torch.nn.Module, batch: Batch, region: int | None = None,
+            parts: dict[str, float] | None = None) -> torch.Tensor:
     """ELBO-weighted cross-entropy of `batch`, divided by `region` (default: the batch's
-    own), so that micro-batches of one step sum to the loss of the whole step."""
+    own), so that micro-batches of one step sum to the loss of the whole step.
+
+    `parts`, when given, accumulates the share of the loss that comes from next-token
+    rows (key "ar", joint models) and from the rest ("denoise"), for the logs."""
     sel = batch.targets != -100  # (B, L)
     logits = model(batch.ids, batch.positions, batch.mask, select=sel).logits.float()  # (N, V)
-    ce = F.cross_entropy(logits, batch.targets[sel], reduction="none")
-    return (ce * batch.weights[sel]).sum() / max(1, batch.region if region is None else region)
+    ce = F.cross_entropy(logits, batch.targets[sel], reduction="none")  # (N,)
+    norm = max(1, batch.region if region is None else region)
+    per_row = ce * batch.weights[sel]  # (N,)
+    loss = per_row.sum() / norm
+    if parts is not None:
+        rows = per_row.detach()
+        ar = float(rows[batch.ar_rows[sel]].sum() / norm) if batch.ar_rows is not None else 0.0
+        parts["ar"] = parts.get("ar", 0.0) + ar
+        parts["denoise"] = parts.get("denoise", 0.0) + float(rows.sum() / norm) - ar
+    return loss
 
 
 def micro_batches(examples: list[Example], size: int) -> list[list[Example]]:
@@ -100,7 +112,8 @@ def micro_batches(examples: list[Example], size: int) -> list[list[Example]]:
 
 
 def accumulate_gradients(model: torch.nn.Module, examples: list[Example], pad_id: int,
-                         micro_batch: int, device: torch.device) -> float:
+                         micro_batch: int, device: torch.device,
+                         parts: dict[str, float] | None = None) -> float:
     """Forward and backward over one step's examples in micro-batches; returns the step loss.
 
     The gradient is that of `loss_fn` on the whole collated step (the same sum, divided by
@@ -113,7 +126,7 @@ def accumulate_gradients(model: torch.nn.Module, examples: list[Example], pad_id
         last = i == len(groups) - 1
         sync = nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
-            loss = loss_fn(model, collate(group, pad_id).to(device), region)
+            loss = loss_fn(model, collate(group, pad_id).to(device), region, parts)
             loss.backward()
         total += float(loss.detach())
     return total
@@ -273,23 +286,35 @@ def train(cfg: TrainConfig, *, device: str | None = None, max_seconds: float | N
             g["lr"] = lr_at(cfg, step)
         t0 = time.time()
         opt.zero_grad(set_to_none=True)
-        lv = accumulate_gradients(ddp, examples, sp.pad, micro, dev)
+        parts: dict[str, float] = {}
+        lv = accumulate_gradients(ddp, examples, sp.pad, micro, dev, parts)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
+        n_source = sum(e.source_tokens for e in examples)
+        ar_part = parts.get("ar", 0.0)
         if world > 1:  # the step's tokens of all ranks and their mean loss, for the record
-            both = torch.tensor([n_tokens, lv], dtype=torch.float64, device=dev)
+            both = torch.tensor([n_tokens, lv, n_source, ar_part], dtype=torch.float64, device=dev)
             dist.all_reduce(both)
-            n_tokens, lv = int(both[0]), float(both[1]) / world
+            n_tokens, lv, n_source = int(both[0]), float(both[1]) / world, int(both[2])
+            ar_part = float(both[3]) / world
         ema = lv if ema is None else 0.98 * ema + 0.02 * lv
         state["ema"] = ema
+        joint = cfg.kind == "joint"
+        if joint:  # the next-token share of the loss, smoothed like the total
+            prev = state.get("ema_ar")
+            state["ema_ar"] = ar_part if prev is None else 0.98 * prev + 0.02 * ar_part
         state["step"] = step + 1
         state["tokens"] += n_tokens
+        state["source_tokens"] = state.get("source_tokens", 0) + n_source
         state["wall_seconds"] = wall0 + time.time() - t_start
         if (step + 1) % 10 == 0:
-            state["losses"].append([step + 1, stage, round(ema, 4)])
+            row = [step + 1, stage, round(ema, 4)]
+            state["losses"].append(row + [round(state["ema_ar"], 4)] if joint else row)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{ema:.3f}", stage=stage, tok_s=f"{n_tokens / (time.time() - t0):.0f}")
+            extra = {"ar": f"{state['ema_ar']:.3f}"} if joint else {}
+            bar.set_postfix(loss=f"{ema:.3f}", **extra, stage=stage,
+                            tok_s=f"{n_tokens / (time.time() - t0):.0f}")
         done = state["step"] >= cfg.steps
         out_of_time = max_seconds is not None and time.time() - t_start >= max_seconds
         if rank == 0 and (done or out_of_time or time.time() - t_ckpt >= cfg.checkpoint_seconds):
@@ -322,6 +347,8 @@ def export(model: CodeTransformer, tok: CodeTokenizer, path: Path, cfg: TrainCon
         "planned_steps": cfg.steps,
         "batch_size": cfg.batch_size,
         "tokens": state["tokens"],
+        # tokens of source text seen (the clean stream; `tokens` counts both streams)
+        "source_tokens": state.get("source_tokens"),
         "seed": cfg.seed,
         "wall_seconds": round(state["wall_seconds"], 1),
         "final_loss_stage1": next((x[2] for x in reversed(losses) if x[1] == 1), None),

@@ -76,7 +76,7 @@ def test_stage_two_batches_contain_edit_examples(data_dir):
     assert torch.equal(b.batch(3, 0, 4, 1).ids, b.batch(3, 0, 4, 1).ids)  # a pure function of step
 
 
-@pytest.mark.parametrize("kind", ["diffusion", "ar"])
+@pytest.mark.parametrize("kind", ["diffusion", "ar", "joint"])
 def test_micro_batches_give_the_gradient_of_the_whole_step(data_dir, tok, kind):
     corpus = load_corpus(sorted(data_dir.glob("*.py")), 0.0, "train")
     b = ExampleBuilder(corpus, tok, DataConfig(max_prefix=48, max_suffix=16, max_middle=16), kind, 0)
@@ -128,3 +128,62 @@ def test_repair_that_rewrites_most_of_the_block_is_no_proposal(tok):
     out = eng.repair("def f(a):\n", block, "\n")
     # with max_change 0 any change is a rewrite: the block comes back untouched
     assert out.text == block and not out.changed and out.confidence == 0.0
+
+
+def test_joint_examples_train_both_paths_without_leaks(data_dir, tok):
+    """Joint kind: a causal clean stream with next-token targets, and noisy blocks that see
+    only the clean tokens before their own block (never their own or later clean tokens)."""
+    corpus = load_corpus(sorted(data_dir.glob("*.py")), 0.0, "train")
+    cfg = DataConfig(max_prefix=48, max_suffix=16, max_middle=16, noisy_context_tokens=16)
+    b = ExampleBuilder(corpus, tok, cfg, "joint", 0)
+    for stage in (1, 2):
+        for e in b.examples(3, 0, 8, stage):
+            t = e.source_tokens
+            clean = e.mask[:t, :t]
+            assert torch.equal(clean, torch.ones(t, t, dtype=torch.bool).tril())  # causal
+            assert not e.mask[:t, t:].any()  # clean rows never see the noisy stream
+            ar = e.ar_rows
+            assert ar is not None and not ar[t:].any() and ar[:t].sum() >= t // 2
+            rows = torch.nonzero(ar).flatten()
+            assert torch.equal(e.targets[rows], e.ids[rows + 1])  # the next token
+            for a in range(t, e.ids.numel()):  # noisy row a is a copy of position p
+                p = int(e.positions[a])
+                seen = torch.nonzero(e.mask[a, :t]).flatten()
+                assert seen.numel() == 0 or int(seen.max()) < p  # nothing at or after p
+                if e.targets[a] != -100:
+                    assert e.ids[a] in (tok.special.mask, e.ids[p]) or stage == 2
+    s1 = b.batch(0, 0, 4, 1)
+    noisy = (s1.targets != -100) & ~s1.ar_rows
+    assert bool((s1.ids[noisy] == tok.special.mask).all())  # stage 1: loss at masked rows only
+
+
+def test_joint_training_lowers_both_losses_and_exports(data_dir, tmp_path):
+    state = train(_cfg(data_dir, tmp_path / "run", 40, stage2_fraction=0.2, kind="joint"),
+                  progress=False, log=lambda m: None)
+    rows = state["losses"]
+    assert all(len(r) == 4 for r in rows)  # step, stage, loss, next-token part
+    assert rows[-1][2] < rows[0][2] - 0.5 and rows[-1][3] < rows[0][3] - 0.2
+    assert 0 < state["source_tokens"] < state["tokens"]
+    rec = json.loads((tmp_path / "run" / "model" / "training.json").read_text())
+    assert rec["kind"] == "joint" and rec["final_loss_stage2"] is not None
+    cfg = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert cfg["kind"] == "joint" and cfg["shifted_logits"] is False
+
+
+def test_package_cap_limits_any_one_package():
+    from diffusion_core.data import capped_weights, package_of
+
+    assert package_of("/usr/lib/python3.11/site-packages/sympy/core/add.py") == "sympy"
+    assert package_of("/usr/lib/python3.11/site-packages/six.py") == "six"
+    assert package_of("/root/.pyenv/versions/3.11.7/lib/python3.11/email/utils.py") == "email"
+    assert package_of("/src/proj/pkg/mod.py") == "pkg"
+    sizes = [50.0, 30.0] + [1.0] * 40
+    groups = ["big", "big", "mid"] + [f"g{i}" for i in range(39)]
+    w = capped_weights(sizes, groups, 0.05)
+    total = sum(w)
+    share = {}
+    for x, grp in zip(w, groups, strict=True):
+        share[grp] = share.get(grp, 0.0) + x / total
+    assert max(share.values()) <= 0.05 + 1e-9
+    assert abs(w[0] / w[1] - 50 / 30) < 1e-9  # proportional to size inside a package
+    assert capped_weights([1.0, 2.0], ["a", "b"], 0.05) == [0.5, 0.5]  # too few groups: equal
