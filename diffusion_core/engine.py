@@ -31,6 +31,7 @@ from diffusion_core.sampler import (
     sample_ar,
     sample_blocks,
 )
+from diffusion_core.speculative import DraftConfig, sample_draft_verify
 
 __all__ = ["Cancelled", "Engine", "InfillOutput", "RepairOutput"]
 
@@ -185,8 +186,9 @@ class Engine:
         healed = self.healing(prefix, sc)
         ids = context_ids if context_ids is not None else self._context_ids(healed.prefix, suffix, b)
         healing = self.healer.constraint(healed.removed)
-        # The AR model feeds the last context token itself, so it caches one token less.
-        target = ids[:-1] if self.is_ar else ids
+        decoder = sc.decoder_for(self.model.cfg.kind)
+        # Causal decoders feed the last context token themselves: one token less cached.
+        target = ids[:-1] if decoder in ("greedy", "draft") else ids
         reuse = 0
         if cache is not None and cache_ids is not None:
             reuse = reusable_prefix(cache_ids, target, cache.length, b)
@@ -199,9 +201,15 @@ class Engine:
         stop = StopRule(self.special.eoi, self.tokenizer.newline_ids, stop_at_newline)
         n = max_tokens or sc.max_tokens
         deadline = t0 + sc.budget_ms / 1000 if sc.budget_ms > 0 else None
-        if self.is_ar:
+        if decoder == "greedy":
             res = sample_ar(self.model, ctx_cache, ids[-1], max_tokens=n, stop=stop, cancel=cancel,
                             deadline=deadline, healing=healing)
+        elif decoder == "draft":
+            res = sample_draft_verify(
+                self.model, ctx_cache, ids[-1], max_tokens=n, stop=stop, mask_id=self.special.mask,
+                draft=DraftConfig(masks=sc.draft_masks, max_draft=sc.draft_max, source=sc.draft_source),
+                history=target, cancel=cancel, deadline=deadline, healing=healing,
+            )
         else:
             res = sample_blocks(
                 self.model, ctx_cache, block_size=b, threshold=sc.threshold, max_tokens=n,

@@ -37,6 +37,8 @@ class SampleStats:
     step_ms: list[float] = field(default_factory=list)
     encode_ms: float = 0.0
     out_of_time: bool = False  # the deadline cut decoding short (see `sample_blocks`)
+    drafted: int = 0  # draft-and-verify: draft tokens verified (diffusion_core.speculative)
+    accepted: int = 0  # ... and accepted
 
     @property
     def tokens(self) -> int:
@@ -92,7 +94,7 @@ def encode(
     cache = cache if cache is not None else model.empty_cache()
     start = (cache.length // block_size) * block_size
     cache = cache.truncate(min(start, cache.length))
-    if model.cfg.kind == "ar":
+    if model.cfg.has_causal_path:  # AR and joint models: one causal pass
         if start < len(ids):
             x = torch.tensor([ids[start:]], device=device)
             n = x.shape[1]
@@ -108,8 +110,16 @@ def encode(
 
 
 def _kv_only(model: CodeTransformer, ids: torch.Tensor, pos: torch.Tensor, cache: KVCache):
-    """Keys/values of `ids` without the LM head (no row selected: the largest matmul skipped)."""
-    return model(ids, pos, None, cache, select=torch.zeros_like(ids, dtype=torch.bool)).kv
+    """Keys/values of `ids` without the LM head (no row selected: the largest matmul skipped).
+
+    A block is encoded bidirectionally, as training sees clean blocks, except for models
+    with a causal path (joint), whose clean stream is causal."""
+    mask = None
+    if model.cfg.has_causal_path:
+        n = ids.shape[1]
+        mask = torch.ones(n, cache.length + n, dtype=torch.bool, device=ids.device)
+        mask[:, cache.length :] = torch.ones(n, n, dtype=torch.bool, device=ids.device).tril()
+    return model(ids, pos, mask, cache, select=torch.zeros_like(ids, dtype=torch.bool)).kv
 
 
 @dataclass(frozen=True)

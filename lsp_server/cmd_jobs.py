@@ -38,6 +38,9 @@ def add_complete_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-token-healing", dest="heal", action="store_false",
                    help="continue from the cursor's exact token split instead of letting the model "
                         "rewrite the word the cursor is in (token healing, the default)")
+    p.add_argument("--decoder", choices=["auto", "threshold", "greedy", "draft"], default=None,
+                   help="auto (default): draft and verify for joint models, greedy for "
+                        "autoregressive ones, the confidence-threshold sampler for diffusion ones")
     p.add_argument("--mode", choices=["auto", "single", "multi"], default="auto",
                    help="single line, multi line, or chosen from the cursor context (default)")
 
@@ -69,9 +72,14 @@ def _engine(args, **sampler):
     except ValueError as e:
         raise SystemExit(f"diffusion-lsp: {e}") from None
     try:
-        return Engine.from_path(args.model, device=args.device, sampler=cfg)
+        engine = Engine.from_path(args.model, device=args.device, sampler=cfg)
     except ModelLoadError as e:
         raise SystemExit(f"diffusion-lsp: cannot load the model: {e}") from None
+    try:
+        cfg.decoder_for(engine.model.cfg.kind)
+    except ValueError as e:
+        raise SystemExit(f"diffusion-lsp: --decoder {cfg.decoder}: {e}") from None
+    return engine
 
 
 def run_complete(args: argparse.Namespace) -> int:
@@ -91,7 +99,8 @@ def run_complete(args: argparse.Namespace) -> int:
         return 2
     offset = index.offset(line, character, UTF32)
     engine = _engine(args, max_tokens=args.max_tokens, threshold=args.threshold,
-                     block_size=args.block_size, budget_ms=args.budget_ms, heal=args.heal)
+                     block_size=args.block_size, budget_ms=args.budget_ms, heal=args.heal,
+                     decoder=args.decoder)
     mode = None if args.mode == "auto" else args.mode
     res = jobs.run_completion(engine, text, offset, mode=mode)
     if args.json:
