@@ -33,17 +33,31 @@ def _schedule(text: str) -> tuple[float, int]:
         raise argparse.ArgumentTypeError(f"expected THRESHOLD[:MAX_STEPS_PER_BLOCK], got {text!r}") from e
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"block sizes must be positive, got {text!r}")
+    return values
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data_dirs", nargs="+", help="directories of Python source to train on")
     p.add_argument("--out", required=True, help="run directory: checkpoint/, model/, logs")
-    p.add_argument("--stage", choices=["pretrain", "order", "onpolicy"], default="pretrain",
+    p.add_argument("--stage", choices=["pretrain", "order", "onpolicy", "draft"], default="pretrain",
                    help="pretrain (two-stage training from scratch), or a post-training stage on top of "
-                        "--init-from: order (constrained-order distillation) or onpolicy (step reduction)")
+                        "--init-from: order (constrained-order distillation), onpolicy (step "
+                        "reduction), or draft (joint models: the mask rows learn to draft what the "
+                        "causal path accepts)")
     p.add_argument("--init-from", metavar="MODEL_DIR",
                    help="order/onpolicy: the model directory to post-train (default: the shipped model); "
                         "pretrain: start from these weights (a model dir or a run's checkpoint dir)")
-    p.add_argument("--kind", choices=["diffusion", "ar"], default="diffusion",
-                   help="diffusion model, or the same-size autoregressive baseline")
+    p.add_argument("--kind", choices=["diffusion", "ar", "joint"], default="diffusion",
+                   help="diffusion model, the same-size autoregressive baseline, or one network "
+                        "trained as both (next-token loss on a causal stream, block diffusion on "
+                        "a noisy one; decoded by draft and verify)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model size")
     p.add_argument("--steps", type=int, help="optimizer steps (cosine schedule length; "
                    f"default {PRETRAIN_DEFAULTS['steps']}, post-training {POSTTRAIN_DEFAULTS['steps']})")
@@ -58,6 +72,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--micro-batch", type=int, default=0, metavar="N",
                    help="examples per forward pass, gradients accumulated over the step "
                         "(default 0: one on CPU, which pads nothing, the whole batch on GPU)")
+    d = DataConfig()
+    p.add_argument("--max-prefix", type=int, default=d.max_prefix, metavar="TOKENS",
+                   help=f"longest prefix context of an example (default {d.max_prefix})")
+    p.add_argument("--max-suffix", type=int, default=d.max_suffix, metavar="TOKENS",
+                   help=f"longest suffix context of an example (default {d.max_suffix})")
+    p.add_argument("--block-sizes", type=_ints, default=d.block_sizes, metavar="N,N,...",
+                   help="block sizes drawn per example (default "
+                        f"{','.join(map(str, d.block_sizes))})")
+    p.add_argument("--package-cap", type=float, default=d.package_cap, metavar="SHARE",
+                   help=f"most any one top-level package may be of the sampled data (default {d.package_cap})")
+    p.add_argument("--ar-weight", type=float, default=d.ar_weight,
+                   help=f"joint: weight of the next-token loss (default {d.ar_weight})")
+    p.add_argument("--diffusion-weight", type=float, default=d.diffusion_weight,
+                   help=f"joint: weight of the block-diffusion loss (default {d.diffusion_weight})")
+    p.add_argument("--noisy-context-tokens", type=int, default=d.noisy_context_tokens, metavar="N",
+                   help="joint: context tokens (whole blocks) also noised besides the middle "
+                        f"(default {d.noisy_context_tokens}; -1 all)")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--max-minutes", type=float, help="stop (after a checkpoint) after this many minutes; rerun to resume")
     p.add_argument("--exclude", action="append", default=[],
@@ -101,7 +132,12 @@ def run(args: argparse.Namespace) -> int:
         data_dirs=tuple(args.data_dirs), out_dir=args.out, kind=args.kind, preset=args.preset,
         steps=v["steps"], batch_size=v["batch_size"], lr=v["lr"], warmup=v["warmup"], seed=args.seed,
         stage2_fraction=args.stage2_fraction, tokenizer=args.tokenizer, forbidden=forbidden,
-        checkpoint_seconds=args.checkpoint_minutes * 60, init_from=args.init_from, data=DataConfig(),
+        checkpoint_seconds=args.checkpoint_minutes * 60, init_from=args.init_from,
+        data=DataConfig(
+            max_prefix=args.max_prefix, max_suffix=args.max_suffix, block_sizes=args.block_sizes,
+            package_cap=args.package_cap, ar_weight=args.ar_weight,
+            diffusion_weight=args.diffusion_weight, noisy_context_tokens=args.noisy_context_tokens,
+        ),
         micro_batch=args.micro_batch,
     )
     state = train(cfg, device=args.device, max_seconds=max_s, progress=not args.no_progress)
@@ -112,8 +148,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_posttrain(args: argparse.Namespace, forbidden: tuple[str, ...], max_s: float | None) -> int:
     from diffusion_core.posttrain import PostTrainConfig, posttrain
 
-    if args.kind != "diffusion":
-        raise SystemExit("diffusion-lsp train: post-training stages need a diffusion model (--kind diffusion)")
+    if args.kind == "ar":
+        raise SystemExit("diffusion-lsp train: post-training stages need a diffusion or joint model")
     v = _resolved(args, POSTTRAIN_DEFAULTS)
     extra = {"onpolicy_schedules": tuple(args.onpolicy_schedule)} if args.onpolicy_schedule else {}
     cfg = PostTrainConfig(
@@ -125,6 +161,9 @@ def _run_posttrain(args: argparse.Namespace, forbidden: tuple[str, ...], max_s: 
         eval_examples=args.eval_examples, micro_batch=args.micro_batch,
         onpolicy_verifier=args.onpolicy_verifier, **extra,
     )
-    state = posttrain(cfg, device=args.device, max_seconds=max_s, progress=not args.no_progress)
+    try:
+        state = posttrain(cfg, device=args.device, max_seconds=max_s, progress=not args.no_progress)
+    except ValueError as e:  # a model the stage cannot train: say so, no traceback
+        raise SystemExit(f"diffusion-lsp train --stage {cfg.stage}: {e}") from None
     print(f"{cfg.stage} step {state['step']}/{cfg.steps}; model written to {Path(args.out) / 'model'}")
     return 0

@@ -8,7 +8,7 @@ from typing import Literal, get_args
 from diffusion_core.data import DataConfig
 from diffusion_core.posttrain.examples import Weighting
 
-STAGES = ("order", "onpolicy")
+STAGES = ("order", "onpolicy", "draft")
 Verifier = Literal["exact", "prefix", "self"]  # on-policy verifier, see posttrain.onpolicy
 VERIFIERS: tuple[str, ...] = get_args(Verifier)
 
@@ -21,7 +21,9 @@ def _posttrain_data() -> DataConfig:
 
 @dataclass(frozen=True)
 class PostTrainConfig:
-    stage: str  # "order" (constrained-order distillation) or "onpolicy" (step reduction)
+    # "order" (constrained-order distillation), "onpolicy" (step reduction), or "draft"
+    # (joint models: drafter distillation against the causal verifier)
+    stage: str
     data_dirs: tuple[str, ...]
     out_dir: str
     init_from: str | None = None  # model directory; None = the shipped default model
@@ -52,6 +54,12 @@ class PostTrainConfig:
     # prefix of a rollout that equals it; "self": the reference is the model's own answer
     # with the server's sampler (step distillation; see posttrain.onpolicy)
     onpolicy_verifier: Verifier = "exact"
+    # drafter distillation (joint models, posttrain.draft): greedy tokens rolled out per
+    # source, mask rows trained per state, and the draft setting of the before/after figure
+    draft_rollout_tokens: int = 48
+    draft_block: int = 4
+    draft_masks: int = 4
+    draft_max: int = 3
     # before/after measurement on a fixed held-out set with the server's default sampler
     eval_examples: int = 32
     eval_block_size: int = 32
@@ -67,6 +75,8 @@ class PostTrainConfig:
             raise ValueError(f"order_weighting must be one of {get_args(Weighting)}, got {self.order_weighting!r}")
         if self.onpolicy_verifier not in VERIFIERS:
             raise ValueError(f"onpolicy_verifier must be one of {VERIFIERS}, got {self.onpolicy_verifier!r}")
+        if self.draft_block < 1 or self.draft_rollout_tokens < 1:
+            raise ValueError("draft_block and draft_rollout_tokens must be >= 1")
         if not self.onpolicy_schedules:
             raise ValueError("onpolicy_schedules is empty")
         for thr, cap in self.onpolicy_schedules:

@@ -26,11 +26,13 @@ from diffusion_core.checkpoint import load_model_dir, save_model_dir
 from diffusion_core.data import ExampleBuilder, list_source_files, load_corpus
 from diffusion_core.model import CodeTransformer
 from diffusion_core.posttrain.config import PostTrainConfig
+from diffusion_core.posttrain.draft import draft_batch
 from diffusion_core.posttrain.onpolicy import onpolicy_batch
 from diffusion_core.posttrain.order import order_batch
-from diffusion_core.posttrain.speed import fixed_sources, measure
+from diffusion_core.posttrain.speed import fixed_sources, measure, measure_draft
 from diffusion_core.posttrain.stage import StageBatch
 from diffusion_core.posttrain.trajectories import Source
+from diffusion_core.speculative import DraftConfig
 from diffusion_core.tokenizer import CodeTokenizer
 from diffusion_core.train import (
     _optimizer,
@@ -41,7 +43,8 @@ from diffusion_core.train import (
     save_checkpoint,
 )
 
-STAGE_FNS: dict[str, Callable[..., StageBatch]] = {"order": order_batch, "onpolicy": onpolicy_batch}
+STAGE_FNS: dict[str, Callable[..., StageBatch]] = {
+    "order": order_batch, "onpolicy": onpolicy_batch, "draft": draft_batch}
 
 
 def step_sources(builder: ExampleBuilder, seed: int, step: int, n: int) -> tuple[list[Source], torch.Generator]:
@@ -55,9 +58,14 @@ def step_sources(builder: ExampleBuilder, seed: int, step: int, n: int) -> tuple
     return sources, g
 
 
-def _check_model(model: CodeTransformer) -> None:
+def _check_model(model: CodeTransformer, stage: str) -> None:
+    if stage == "draft":
+        if model.cfg.kind != "joint":
+            raise ValueError(f"the draft stage needs a joint model; this one is {model.cfg.kind!r}")
+        return
     if model.cfg.kind != "diffusion":
-        raise ValueError("post-training needs a diffusion model; this one is autoregressive")
+        raise ValueError(f"post-training stage {stage!r} needs a diffusion model; this one is "
+                         f"{model.cfg.kind!r}")
     if model.cfg.shifted_logits:
         raise ValueError("post-training uses the two-stream layout, which shifted-logit models do not support")
 
@@ -90,7 +98,7 @@ def posttrain(
     torch.manual_seed(cfg.seed)
     base = load_model_dir(cfg.init_from, device=dev)
     model, tok = base.model, base.tokenizer
-    _check_model(model)
+    _check_model(model, cfg.stage)
     extra: dict = {}
     if cfg.stage == "onpolicy" and cfg.onpolicy_verifier == "self":  # the base model, frozen
         extra["teacher_model"] = copy.deepcopy(model).eval().requires_grad_(False)
@@ -108,8 +116,14 @@ def posttrain(
         log(f"resumed from step {state['step']}")
     (out / "posttrain_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     tok.save(out / "tokenizer.json")
+    def evaluate() -> dict:
+        if cfg.stage == "draft":
+            dc = DraftConfig(masks=cfg.draft_masks, max_draft=cfg.draft_max)
+            return measure_draft(model, eval_sources, dc, tok.special).to_dict()
+        return measure(model, eval_sources, cfg.eval_threshold, tok.special).to_dict()
+
     if state["eval_before"] is None:
-        state["eval_before"] = measure(model, eval_sources, cfg.eval_threshold, tok.special).to_dict()
+        state["eval_before"] = evaluate()
         log(f"before: {state['eval_before']}")
     stage_fn = STAGE_FNS[cfg.stage]
     micro = resolved_micro_batch(cfg.micro_batch, dev)
@@ -162,7 +176,7 @@ def posttrain(
             break
     if bar is not None:
         bar.close()
-    after = measure(model, eval_sources, cfg.eval_threshold, tok.special).to_dict()
+    after = evaluate()
     log(f"after: {after}")
     export(model, tok, out / "model", cfg, state, base, after, eval_split)
     return state

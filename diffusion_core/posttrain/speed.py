@@ -9,6 +9,7 @@ from diffusion_core.data import ExampleBuilder
 from diffusion_core.model import CodeTransformer
 from diffusion_core.posttrain.trajectories import Source
 from diffusion_core.sampler import StopRule, encode, sample_blocks
+from diffusion_core.speculative import DraftConfig, sample_draft_verify
 
 
 def fixed_sources(builder: ExampleBuilder, n: int, block_size: int) -> list[Source]:
@@ -51,6 +52,25 @@ def measure(model: CodeTransformer, sources: list[Source], threshold: float, spe
         res = sample_blocks(
             model, cache, block_size=src.block_size, threshold=threshold,
             max_tokens=len(src.middle) + src.block_size, mask_id=special.mask, stop=StopRule(special.eoi),
+        )
+        rep.steps += res.stats.steps
+        rep.tokens += res.stats.tokens
+        rep.exact += int(res.tokens == src.middle)
+    model.train(was_training)
+    return rep
+
+
+def measure_draft(model: CodeTransformer, sources: list[Source], draft: DraftConfig, special) -> SpeedReport:
+    """Decode every source with draft and verify (joint models): `steps` counts forward
+    passes, so tokens_per_step is tokens per forward."""
+    was_training = model.training
+    model.eval()
+    rep = SpeedReport(len(sources), 0, 0, 0)
+    for src in sources:
+        cache = encode(model, src.context[:-1], src.block_size)
+        res = sample_draft_verify(
+            model, cache, src.context[-1], max_tokens=len(src.middle) + src.block_size,
+            stop=StopRule(special.eoi), mask_id=special.mask, draft=draft, history=src.context[:-1],
         )
         rep.steps += res.stats.steps
         rep.tokens += res.stats.tokens

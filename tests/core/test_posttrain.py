@@ -335,3 +335,58 @@ def test_cli_runs_the_onpolicy_stage(data_dir, base_dir, tmp_path, verifier):
     assert rec["trajectories_kept"] + rec["trajectories_rejected"] == 2
     with pytest.raises(SystemExit):  # post-training needs a diffusion model
         main(["train", "--stage", "order", "--kind", "ar", str(data_dir), "--out", str(tmp_path / "x")])
+
+
+# -- drafter distillation (joint models) ----------------------------------------------------
+def test_draft_example_trains_mask_rows_on_the_verifiers_tokens(tok):
+    from diffusion_core.posttrain.draft import draft_example
+
+    e = draft_example([5, 6, 7, 8, 9], [10, 11], n_real=3, k=4, mask_id=tok.special.mask, ar_weight=1.0)
+    assert e.ids.tolist() == [5, 6, 7, 8, 9] + [tok.special.mask] * 4
+    assert torch.equal(e.mask[:5, :5], torch.ones(5, 5, dtype=torch.bool).tril())
+    assert not e.mask[:5, 5:].any() and bool(e.mask[5:].all())
+    assert e.targets[5:].tolist() == [10, 11, -100, -100]  # the rollout ended: no loss after it
+    assert e.targets[:5].tolist() == [6, 7, -100, -100, -100]  # next-token loss on real text only
+    assert e.ar_rows.tolist() == [True, True] + [False] * 7 and e.region == 4
+
+
+def test_draft_stage_raises_tokens_per_forward(tok):
+    from diffusion_core.posttrain.draft import draft_batch
+    from diffusion_core.posttrain.speed import measure_draft
+    from diffusion_core.speculative import DraftConfig
+
+    torch.manual_seed(0)
+    model = tiny_model(tok, kind="joint", seed=1)
+    src = demo_source(tok)
+    cfg = PostTrainConfig(stage="draft", data_dirs=(), out_dir="unused", states_per_trajectory=6,
+                          draft_rollout_tokens=24, data=DataConfig(ar_weight=0.0))
+    dc = DraftConfig(masks=4, max_draft=3)
+    before = measure_draft(model, [src], dc, tok.special)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        model.eval()
+        sb = draft_batch(model, [src], cfg, g, tok.special)
+        model.train()
+        opt.zero_grad()
+        loss_fn(model, collate(sb.examples, tok.special.pad)).backward()
+        opt.step()
+    after = measure_draft(model, [src], dc, tok.special)
+    assert before.tokens_per_step < 1.3 < after.tokens_per_step
+
+
+def test_cli_runs_the_draft_stage_on_a_joint_model(data_dir, tmp_path):
+    from lsp_server.cli import main
+
+    joint = make_tiny_model_dir(tmp_path / "joint", kind="joint")
+    out = tmp_path / "run"
+    rc = main(["train", "--stage", "draft", "--init-from", str(joint), str(data_dir), "--out", str(out),
+               "--steps", "2", "--batch-size", "1", "--eval-examples", "1", "--heldout-fraction", "0",
+               "--no-progress", "--device", "cpu"])
+    assert rc == 0
+    rec = json.loads((out / "model" / "training.json").read_text())
+    assert rec["stage"] == "draft" and rec["steps"] == 2 and rec["fine_tuning_examples"] == 4
+    assert rec["tokens_per_step_before"] >= 1.0 and rec["tokens_per_step_after"] >= 1.0
+    with pytest.raises(SystemExit, match="joint"):  # the drafter stage needs a joint model
+        main(["train", "--stage", "draft", "--init-from", str(make_tiny_model_dir(tmp_path / "d")),
+              str(data_dir), "--out", str(tmp_path / "y"), "--steps", "1", "--no-progress"])
