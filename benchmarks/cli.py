@@ -17,6 +17,7 @@ from typing import get_args
 import torch
 
 from benchmarks.report import DEFAULT_OUT_DIR
+from diffusion_core.config import Decoder, DraftSource
 from diffusion_core.policy import Fallback
 
 BENCHMARKS = ("latency", "speed", "scaling")
@@ -26,7 +27,7 @@ SMOKE = {
     "lines": 120, "keystrokes": 4, "targets": 2, "keys_per_target": 2, "cold_runs": 1,
     "gap_ms": (5.0, 10.0), "humaneval": 1, "heldout": 1, "sweep_thresholds": [0.9], "sweep_block_sizes": [8],
     "sweep_tasks": 1, "gen_tokens": 8, "doc_lines": [50, 150], "scaling_block_sizes": [8],
-    "repeats": 1, "max_tokens": 8,
+    "repeats": 1, "max_tokens": 8, "draft_grid": [(2, 1, "diffusion"), (0, 2, "ngram")],
 }
 
 
@@ -46,6 +47,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fallback", choices=get_args(Fallback), default=None,
                    help="position a step commits when none passes the threshold (default: the "
                         "sampler's); speed and scaling only, the latency server uses its own")
+    add_decoder_arguments(g)
     g.add_argument("--max-tokens", type=int, default=32,
                    help="tokens per completion in latency and scaling (32)")
     g.add_argument("--seed", type=int, default=0)
@@ -107,6 +109,20 @@ def standalone(prog: str, doc: str | None, add_arguments, run, argv: list[str] |
     return run(p.parse_args(argv))
 
 
+def add_decoder_arguments(g) -> None:
+    """--decoder and the draft options (eval, bench), applied by `sampler_from_args`."""
+    g.add_argument("--decoder", choices=get_args(Decoder), default=None,
+                   help="auto (default: draft and verify for joint models, greedy for AR, the "
+                        "threshold sampler for diffusion), threshold, greedy or draft")
+    g.add_argument("--draft-source", choices=get_args(DraftSource), default=None,
+                   help="draft and verify: drafts from the mask rows (diffusion, default), "
+                        "document n-grams (ngram), n-grams first then mask rows (both), or none")
+    g.add_argument("--draft-masks", type=int, default=None, metavar="K",
+                   help="draft and verify: mask rows per forward pass (default: the sampler's)")
+    g.add_argument("--draft-max", type=int, default=None, metavar="M",
+                   help="draft and verify: most draft tokens verified per forward (default: the sampler's)")
+
+
 def sampler_from_args(args: argparse.Namespace):
     """The default SamplerConfig with --threshold / --block-size / --fallback /
     --no-token-healing applied where given."""
@@ -121,4 +137,7 @@ def sampler_from_args(args: argparse.Namespace):
         sampler = sampler.replace(fallback=args.fallback)
     if getattr(args, "heal", True) is False:
         sampler = sampler.replace(heal=False)
+    for name in ("decoder", "draft_source", "draft_masks", "draft_max"):
+        if getattr(args, name, None) is not None:
+            sampler = sampler.replace(**{name: getattr(args, name)})
     return sampler

@@ -101,6 +101,29 @@ def pareto_plot(result: dict, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def draft_plot(result: dict, path: str | Path) -> Path:
+    """Draft and verify against greedy decoding of the same network: tokens per forward
+    pass and decoding speed-up, one bar pair per draft setting."""
+    plt = _pyplot()
+    rows = result["draft_vs_greedy"]["rows"]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = [r["decoder"] for r in rows]
+    ax.barh(names, [r["tokens_per_forward"] or 0 for r in rows], color="tab:blue")
+    ax.axvline(1.0, color="gray", linewidth=0.8)
+    ax.set_xlabel("tokens per forward pass")
+    ax.set_title("tokens committed per forward")
+    colors = ["tab:green" if r["identical_to_greedy"] else "tab:red" for r in rows]
+    bx.barh(names, [r["speedup"] or 0 for r in rows], color=colors)
+    bx.axvline(1.0, color="gray", linewidth=0.8)
+    bx.set_xlabel("decoding tokens/s relative to greedy (green: identical output)")
+    bx.set_title("speed-up over the same network's greedy decoding")
+    for a in (ax, bx):
+        a.grid(True, axis="x", alpha=0.3)
+        a.tick_params(axis="y", labelsize=7)
+    fig.suptitle(_subtitle(result), fontsize=8)
+    return _save(fig, path)
+
+
 def pareto_front(points: list[dict]) -> list[dict]:
     """Points no other point beats on both tokens/s and pass@1, by increasing speed."""
     front = [p for p in points if not any(

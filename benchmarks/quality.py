@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="position a step commits when none passes the threshold (default: the sampler's)")
     p.add_argument("--no-token-healing", dest="heal", action="store_false",
                    help="complete from the cursor's exact token split (default: token healing, as the server)")
+    from benchmarks.cli import add_decoder_arguments
+
+    add_decoder_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", dest="json_out", help="write the report as JSON to this file")
     p.add_argument("--markdown", help="write the report table as Markdown to this file")
@@ -55,27 +58,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # -- jobs ---------------------------------------------------------------------------------
-def complete_line(engine: Engine, prefix: str, suffix: str, single: bool) -> tuple[str, int, float]:
+def complete_line(engine: Engine, prefix: str, suffix: str, single: bool) -> tuple[str, int, float, int]:
+    """(completion, tokens, ms, forward passes) of one HumanEval hole."""
     out = engine.infill(prefix, suffix, max_tokens=48 if single else 160, stop_at_newline=False)
     text = out.text
     if single and "\n" in text:
         text = text[: text.index("\n") + 1]
-    return text, len(out.tokens), out.total_ms
+    return text, len(out.tokens), out.total_ms, out.stats.steps
 
 
 def humaneval_scores(engine: Engine, kind: str, limit: int, log) -> dict:
     tasks = humaneval.load_tasks(kind, limit)
-    comps, toks, ms = [], 0, 0.0
+    comps, toks, ms, steps = [], 0, 0.0, 0
     for i, t in enumerate(tasks):
-        c, n, dt = complete_line(engine, t.prompt, t.suffix, kind == "single_line")
+        c, n, dt, k = complete_line(engine, t.prompt, t.suffix, kind == "single_line")
         comps.append(c)
-        toks, ms = toks + n, ms + dt
+        toks, ms, steps = toks + n, ms + dt, steps + k
         if (i + 1) % 100 == 0:
             log(f"  {kind}: {i + 1}/{len(tasks)}")
     rate, ok = humaneval.pass_rate(tasks, comps)
     exact = sum(c.strip() == t.canonical_solution.strip() for c, t in zip(comps, tasks, strict=True))
     return {"tasks": len(tasks), "pass@1": rate, "exact_match": exact / len(tasks),
-            "tokens": toks, "tok_per_s": toks / (ms / 1000) if ms else 0.0}
+            "tokens": toks, "tok_per_s": toks / (ms / 1000) if ms else 0.0,
+            # denoising steps, or forward passes of draft and verify: tokens written per pass
+            "steps": steps, "tokens_per_step": toks / steps if steps else None}
 
 
 def heldout_texts(dirs: list[str], fraction: float, limit_files: int = 400) -> list[str]:
@@ -116,7 +122,8 @@ def next_line_scores(engine: Engine, texts: list[str], n: int, rng: random.Rando
         tokens, ms = tokens + len(out.tokens), ms + out.total_ms
     return {"positions": total, "exact_match": hits / max(1, total),
             "steps": sum(steps), "steps_p50": statistics.median(steps) if steps else None,
-            "tokens": tokens, "ms_per_line": ms / max(1, total)}
+            "tokens": tokens, "tokens_per_step": tokens / sum(steps) if sum(steps) else None,
+            "ms_per_line": ms / max(1, total)}
 
 
 def mid_line_scores(engine: Engine, texts: list[str], n: int, rng: random.Random) -> dict:
@@ -271,6 +278,8 @@ def table(report: dict) -> str:
         ("repair: clean code left unchanged", ("repair", "clean_code_left_unchanged")),
         ("repair: syntax error fixed exactly", ("repair", "syntax_errors_fixed_exactly")),
         ("single-line tokens/s (end to end)", ("humaneval_single_line", "tok_per_s")),
+        ("single-line tokens per step (forward)", ("humaneval_single_line", "tokens_per_step")),
+        ("next-line tokens per step (forward)", ("next_line", "tokens_per_step")),
     ]
     names = list(models)
     out = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
@@ -278,7 +287,12 @@ def table(report: dict) -> str:
         cells = []
         for n in names:
             v = models[n].get(sec, {}).get(key)
-            cells.append("n/a" if v is None else (f"{v:.1f}" if key == "tok_per_s" else f"{100 * v:.1f}%"))
+            if v is None:
+                cells.append("n/a")
+            elif key in ("tok_per_s", "tokens_per_step"):
+                cells.append(f"{v:.2f}" if key == "tokens_per_step" else f"{v:.1f}")
+            else:
+                cells.append(f"{100 * v:.1f}%")
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -294,7 +308,8 @@ def run(args: argparse.Namespace) -> int:
     if engine.is_ar and args.ar_model:
         raise SystemExit("diffusion-lsp eval: --model is already autoregressive; leave out --ar-model")
     merged = merged_models(args.merge)
-    own = ["ar" if engine.is_ar else "diffusion"] + (["ar"] if args.ar_model else [])
+    name = engine.model.cfg.kind  # "diffusion", "joint" or "ar"
+    own = [name] + (["ar"] if args.ar_model else [])
     if clash := [n for n in own if n in merged]:
         raise SystemExit(f"diffusion-lsp eval: --merge: this run already has a {clash[0]!r} model")
     dirs = args.heldout_dirs
@@ -310,10 +325,11 @@ def run(args: argparse.Namespace) -> int:
         "machine": {"cores": torch.get_num_threads(), "torch": torch.__version__,
                     "python": platform.python_version(), "platform": platform.platform()},
         "sampler": {"block_size": sampler.block_size, "threshold": sampler.threshold,
-                    "fallback": sampler.fallback, "token_healing": sampler.heal},
-        # repair is an edit-mode (diffusion) job: the AR baseline has no repair numbers
-        "models": {"ar" if engine.is_ar else "diffusion": evaluate(engine, args, texts, log,
-                                                                    repair=not engine.is_ar)},
+                    "fallback": sampler.fallback, "token_healing": sampler.heal,
+                    "decoder": sampler.decoder_for(name), "draft_source": sampler.draft_source,
+                    "draft_masks": sampler.draft_masks, "draft_max": sampler.draft_max},
+        # repair is an edit-mode (mask path) job: the AR baseline has no repair numbers
+        "models": {name: evaluate(engine, args, texts, log, repair=not engine.is_ar)},
     }
     if args.ar_model:
         ar = Engine.from_path(args.ar_model, sampler=sampler)

@@ -9,6 +9,12 @@ tokens/s (context encoding included) is reported beside it. A sweep over confide
 threshold and block size gives the speed-quality Pareto curve.
 
     python -m benchmarks.speed --model DIR --ar-model AR_DIR [--humaneval 164 --profile]
+
+For a joint model (one network with a causal and a mask path, issue 19) the benchmark
+also compares draft-and-verify decoding against the same network's plain greedy
+decoding, hole by hole in the same process (so the two share the machine's load): the
+outputs must be identical, and the figures are tokens per forward pass and the ratio of
+decoding tokens/s, for every draft setting of `--draft-grid`.
 """
 
 from __future__ import annotations
@@ -142,6 +148,57 @@ def evaluate(engine: Engine, items: list[Item], sampler: SamplerConfig, max_toke
     return r
 
 
+def draft_vs_greedy(engine: Engine, items: list[Item], base: SamplerConfig, grid: list[tuple],
+                    max_tokens: int, log) -> dict:
+    """Greedy decoding against draft and verify at every (masks, max draft, source) of
+    `grid`, interleaved hole by hole; identical outputs are checked, not assumed."""
+    samplers = {"greedy": base.replace(decoder="greedy")}
+    for masks, dmax, source in grid:
+        samplers[f"draft m={masks} d={dmax} {source}"] = base.replace(
+            decoder="draft", draft_masks=masks, draft_max=dmax, draft_source=source)
+    engine.infill(items[0].prefix, items[0].suffix, max_tokens=max_tokens, sampler=base)  # warm-up
+    acc = {k: {"texts": [], "tokens": 0, "steps": 0, "gen_ms": 0.0, "drafted": 0, "accepted": 0,
+               "ms": []} for k in samplers}
+    for it in items:
+        for k, sc in samplers.items():
+            out = engine.infill(it.prefix, it.suffix, max_tokens=max_tokens, sampler=sc)
+            a = acc[k]
+            a["texts"].append(out.text)
+            a["tokens"] += len(out.tokens)
+            a["steps"] += out.stats.steps
+            a["gen_ms"] += out.total_ms - out.stats.encode_ms
+            a["ms"].append(out.total_ms - out.stats.encode_ms)
+            a["drafted"] += out.stats.drafted
+            a["accepted"] += out.stats.accepted
+    ref = acc["greedy"]
+    ref_tok_s = ref["tokens"] / (ref["gen_ms"] / 1000) if ref["gen_ms"] else None
+    rows = []
+    for k, a in acc.items():
+        tok_s = a["tokens"] / (a["gen_ms"] / 1000) if a["gen_ms"] else None
+        # per-hole time ratios: robust to a slow stretch of the machine
+        ratios = sorted(r / max(1e-9, m) for r, m in zip(ref["ms"], a["ms"], strict=True))
+        rows.append({
+            "decoder": k, "tok_s": round(tok_s, 2) if tok_s else None,
+            "speedup": round(tok_s / ref_tok_s, 3) if tok_s and ref_tok_s else None,
+            "median_hole_speedup": round(ratios[len(ratios) // 2], 3) if ratios else None,
+            "tokens_per_forward": round(a["tokens"] / a["steps"], 3) if a["steps"] else None,
+            "acceptance": round(a["accepted"] / a["drafted"], 3) if a["drafted"] else None,
+            "identical_to_greedy": a["texts"] == ref["texts"],
+        })
+        log(f"speed: {k}: {rows[-1]['tok_s']} tok/s, x{rows[-1]['speedup']}, "
+            f"{rows[-1]['tokens_per_forward']} tokens/forward, identical {rows[-1]['identical_to_greedy']}")
+    return {"holes": len(items), "greedy_tok_s": round(ref_tok_s, 2) if ref_tok_s else None,
+            "rows": rows}
+
+
+def _grid(text: str) -> tuple[int, int, str]:
+    try:
+        masks, dmax, source = text.split(":")
+        return int(masks), int(dmax), source
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected MASKS:MAX_DRAFT:SOURCE, got {text!r}") from e
+
+
 def sweep(engine: Engine, items: list[Item], base: SamplerConfig, thresholds: list[float],
           block_sizes: list[int], max_tokens: int, log) -> list[dict]:
     """Speed and pass@1 of the diffusion model at every (threshold, block size)."""
@@ -176,6 +233,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="block sizes of the Pareto sweep")
     g.add_argument("--sweep-tasks", type=int, default=40,
                    help="HumanEval tasks per sweep point (the first N of the set; 0: no sweep)")
+    g.add_argument("--draft-grid", type=_grid, nargs="*",
+                   default=[(0, 3, "ngram"), (2, 1, "diffusion"), (3, 2, "diffusion"), (4, 3, "diffusion"),
+                            (6, 5, "diffusion"), (4, 3, "both")],
+                   help="joint models: draft settings compared with greedy decoding, each "
+                        "MASKS:MAX_DRAFT:SOURCE (mask rows per forward, most draft tokens verified, "
+                        "diffusion|ngram|both)")
     g.add_argument("--profile", action="store_true",
                    help="print where diffusion decoding time goes (attention, LM head, MLP, "
                         "tokenization, Python overhead; cProfile and torch.profiler tables)")
@@ -206,12 +269,16 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--ar-model {args.ar_model} is not an autoregressive model (kind 'ar')")
         a = evaluate(ar, items, base, args.gen_tokens)
         log(f"speed: autoregressive {a['tok_s']} tok/s, pass@1 {a['pass1']}")
+    spec = None
+    if diff.model.cfg.kind == "joint" and args.draft_grid:
+        spec = draft_vs_greedy(diff, items, base, args.draft_grid, args.gen_tokens, log)
     he_items = [i for i in items if i.task is not None][: args.sweep_tasks]
     points = []
-    if he_items and args.sweep_tasks:
+    if he_items and args.sweep_tasks and diff.model.cfg.kind == "diffusion":
         points = sweep(diff, he_items, base, args.sweep_thresholds, args.sweep_block_sizes,
                        args.gen_tokens, log)
     result = summarize(args, base, d, a, points, len(items), heldout_note)
+    result["draft_vs_greedy"] = spec
     if args.profile:
         from benchmarks.profiling import profile_engine
 
@@ -221,6 +288,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out_dir)
     write_json(out / "speed.json", result)
     plots.pareto_plot(result, out / "speed_pareto.png")
+    if spec is not None:
+        plots.draft_plot(result, out / "speed_draft.png")
     log(f"speed: speedup {result['speedup']} -> {out / 'speed.json'}")
     return 0
 
@@ -238,7 +307,9 @@ def summarize(args, base: SamplerConfig, d: dict, a: dict | None, points: list[d
         "ar_model": args.ar_model,
         "note": None if a else "no --ar-model given: diffusion side only",
         "sampler": {"block_size": base.block_size, "threshold": base.threshold,
-                    "fallback": base.fallback, "max_tokens": args.gen_tokens},
+                    "fallback": base.fallback, "max_tokens": args.gen_tokens,
+                    "decoder": base.decoder, "draft_masks": base.draft_masks,
+                    "draft_max": base.draft_max, "draft_source": base.draft_source},
         "holes": n_items, "heldout_source": heldout_note,
         "diffusion_tok_s": d["tok_s"], "ar_tok_s": a["tok_s"] if a else None,
         "speedup": speedup,

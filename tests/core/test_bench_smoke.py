@@ -77,6 +77,20 @@ def test_speed_diffusion_against_ar(models, tmp_path):
     _png(tmp_path / "speed_pareto.png")
 
 
+def test_speed_joint_draft_and_verify_against_its_own_greedy(tmp_path):
+    if not (humaneval.eval_dir() / humaneval.FILES["multi_line"]).exists():
+        pytest.skip("HumanEval data (../shared/eval) is not here")
+    joint = make_tiny_model_dir(tmp_path / "joint", kind="joint")
+    r = _bench("speed", tmp_path / "out", "--model", str(joint))
+    spec = r["draft_vs_greedy"]
+    assert [row["decoder"] for row in spec["rows"]] == [
+        "greedy", "draft m=2 d=1 diffusion", "draft m=0 d=2 ngram"]
+    assert all(row["identical_to_greedy"] for row in spec["rows"])
+    assert all(row["tokens_per_forward"] >= 1.0 for row in spec["rows"])
+    assert r["diffusion"]["kind"] == "joint" and r["sweep"] == []
+    _png(tmp_path / "out" / "speed_draft.png")
+
+
 def test_profile_split(models):
     """--profile's split (torch.profiler's slow first start is left out here)."""
     e = Engine.from_path(models[0], sampler=SamplerConfig(block_size=8))
