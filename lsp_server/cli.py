@@ -15,8 +15,8 @@ CI lint step (check). The default model ships inside the package; no download ne
 EPILOG = """\
 examples:
   diffusion-lsp serve                          # stdio language server for your editor
-  diffusion-lsp complete examples/demo.py --line 12 --character 8
-  diffusion-lsp repair examples/broken.py --start-line 3 --end-line 5
+  diffusion-lsp complete examples/demo.py --line 12 --character 16
+  diffusion-lsp repair examples/demo.py --start-line 16 --end-line 18
   diffusion-lsp check src/ --format sarif > results.sarif
   diffusion-lsp train /usr/lib/python3.11 --out runs/mymodel
   diffusion-lsp eval --model runs/mymodel/model
@@ -28,13 +28,16 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "complete": ("lsp_server.cmd_jobs", "complete the code at a position of a file and print it"),
     "repair": ("lsp_server.cmd_jobs", "propose a repair of a line range of a file and print it"),
     "check": ("lsp_server.check.cli", "lint files with the repair model (text, json, sarif, github)"),
-    "train": ("lsp_server.cmd_train", "train a diffusion (or autoregressive baseline) model from source dirs"),
+    "train": ("lsp_server.cmd_train", "train a model (joint, diffusion or autoregressive) from source dirs"),
     "eval": ("benchmarks.quality", "measure infill, next-line and repair quality of a model"),
     "bench": ("benchmarks.cli", "run the latency and speed benchmarks"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser (`command` None), or one whose only subcommand with its real
+    arguments is `command`: the others' modules (training, benchmarks, torch behind them)
+    are then not imported, so `serve` and `--help` start without them."""
     parser = argparse.ArgumentParser(
         prog="diffusion-lsp", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -45,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(_module=module, _name=name)
+        if command is not None and name != command:
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            continue
         mod = _import(module)
         if mod is not None:
             adder = getattr(mod, f"add_{name}_arguments", None) or mod.add_arguments
@@ -82,8 +88,17 @@ def _import(module: str):
         return None
 
 
+def chosen_command(argv: list[str]) -> str:
+    """The subcommand named on the command line ("" when none is: --help, --version)."""
+    for a in argv:
+        if not a.startswith("-"):
+            return a if a in SUBCOMMANDS else ""
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(chosen_command(argv))
     args = parser.parse_args(argv)
     mod = _import(args._module)
     if mod is None:

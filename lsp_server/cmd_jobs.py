@@ -47,7 +47,7 @@ def add_complete_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_repair_arguments(p: argparse.ArgumentParser) -> None:
     p.description = ("Propose a repair of lines START..END of FILE and print it as a diff "
-                     f"({LINES_NOTE}; both ends inclusive).")
+                     "(lines are 1-based, both ends inclusive).")
     _common(p)
     p.add_argument("--start-line", type=int, required=True, help="first line (1-based)")
     p.add_argument("--end-line", type=int, required=True, help="last line (1-based, inclusive)")
