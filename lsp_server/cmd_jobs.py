@@ -19,7 +19,7 @@ LINES_NOTE = "lines are 1-based (--line 12 is the 12th line); --character is 0-b
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", type=Path, help="source file (read only, never modified)")
     p.add_argument("--model", metavar="DIR", help="model directory (default: the embedded model)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of text")
 
 
@@ -54,12 +54,35 @@ def add_repair_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _read(path: Path) -> str:
+    """The file's text, decoded as `check` decodes it (a Python file's PEP 263 coding
+    cookie and a UTF-8 BOM are honoured, so a latin-1 module completes like it lints)."""
+    from lsp_server.blocks import language_of
+    from lsp_server.check.analyze import Skipped, decode
+
     try:
-        return path.read_bytes().decode("utf-8")
+        data = path.read_bytes()
     except OSError as e:
         raise SystemExit(f"diffusion-lsp: cannot read {path}: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise SystemExit(f"diffusion-lsp: {path} is not UTF-8 text: {e}") from None
+    try:
+        return decode(data, language_of(str(path)))[0]
+    except Skipped as e:
+        raise SystemExit(f"diffusion-lsp: cannot read {path}: {e}") from None
+
+
+def _device(text: str) -> str:
+    """`--device` checked before the model loads: cpu, cuda or cuda:N, and CUDA only where
+    this torch build and machine have it (instead of a traceback from deep in torch)."""
+    import torch
+
+    if text != "cpu" and text != "cuda" and not (text.startswith("cuda:") and text[5:].isdigit()):
+        raise SystemExit(f"diffusion-lsp: --device {text!r}: expected cpu, cuda or cuda:N")
+    if text.startswith("cuda"):
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+            raise SystemExit(f"diffusion-lsp: --device {text}: {why}; use --device cpu")
+        if ":" in text and int(text[5:]) >= torch.cuda.device_count():
+            raise SystemExit(f"diffusion-lsp: --device {text}: only {torch.cuda.device_count()} CUDA device(s)")
+    return text
 
 
 def _engine(args, **sampler):
@@ -71,8 +94,9 @@ def _engine(args, **sampler):
         cfg = SamplerConfig().replace(**{k: v for k, v in sampler.items() if v is not None})
     except ValueError as e:
         raise SystemExit(f"diffusion-lsp: {e}") from None
+    device = _device(args.device)
     try:
-        engine = Engine.from_path(args.model, device=args.device, sampler=cfg)
+        engine = Engine.from_path(args.model, device=device, sampler=cfg)
     except ModelLoadError as e:
         raise SystemExit(f"diffusion-lsp: cannot load the model: {e}") from None
     try:

@@ -27,6 +27,12 @@ def _positive(value: str) -> int:
     return int(value)
 
 
+def _device(value: str) -> str:
+    if value in ("cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {value!r}")
+
+
 MAX_DEFAULT_THREADS = 4
 
 
@@ -45,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="DIR",
                    help="model directory (default: the embedded model); the client's "
                         "diffusionLsp.modelPath overrides it")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="where the model runs (default cpu)")
+    p.add_argument("--device", type=_device, metavar="DEVICE",
+                   help="where the model runs: cpu (default), cuda or cuda:N, as the editor setting")
     p.add_argument("--threads", type=_positive, metavar="N",
                    help="CPU threads for the model (default: $OMP_NUM_THREADS if set, else "
                         f"the number of cores up to {MAX_DEFAULT_THREADS})")

@@ -47,3 +47,50 @@ def test_positions_outside_the_file_are_a_clear_usage_error(tmp_path, model):
     r = cli("complete", str(tmp_path / "missing.py"), "--line", "1", "--character", "0",
             "--model", str(model))
     assert r.returncode != 0 and "cannot read" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_latin1_module_with_a_coding_cookie_completes_like_check_reads_it(tmp_path, model):
+    f = tmp_path / "old.py"
+    f.write_bytes('# -*- coding: latin-1 -*-\ns = "café"\n\ndef f(x):\n    return x\n'.encode("latin-1"))
+    r = cli("complete", str(f), "--line", "5", "--character", "4", "--json", "--model", str(model))
+    assert r.returncode == 0, r.stderr
+    assert isinstance(json.loads(r.stdout)["text"], str)
+    bad = tmp_path / "bad.py"
+    bad.write_bytes(b"s = '\xff\xfe'\n")  # not UTF-8, no cookie: a clear message, no traceback
+    r = cli("complete", str(bad), "--line", "1", "--model", str(model))
+    assert r.returncode != 0 and "cannot read" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x"])
+def test_a_bad_device_is_a_clear_error(tmp_path, model, device):
+    f = tmp_path / "a.py"
+    f.write_text(SOURCE)
+    r = cli("complete", str(f), "--line", "5", "--model", str(model), "--device", device)
+    assert r.returncode != 0 and "--device" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cuda_without_cuda_is_a_clear_error(tmp_path, model):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    f = tmp_path / "a.py"
+    f.write_text(SOURCE)
+    r = cli("repair", str(f), "--start-line", "4", "--end-line", "5", "--model", str(model), "--device", "cuda")
+    assert r.returncode != 0 and "use --device cpu" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_serve_accepts_the_devices_the_editor_setting_accepts():
+    from lsp_server.cli import build_parser
+
+    p = build_parser("serve")
+    assert p.parse_args(["serve", "--device", "cuda:1"]).device == "cuda:1"
+    with pytest.raises(SystemExit):
+        p.parse_args(["serve", "--device", "gpu"])
+
+
+def test_decoder_the_model_cannot_run_is_a_clear_error(tmp_path, model):
+    f = tmp_path / "a.py"
+    f.write_text(SOURCE)
+    r = cli("complete", str(f), "--line", "5", "--model", str(model), "--decoder", "greedy")
+    assert r.returncode != 0 and "causal path" in r.stderr and "Traceback" not in r.stderr
