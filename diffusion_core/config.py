@@ -56,11 +56,17 @@ class ModelConfig:
     pad_token_id: int = 0
     # Dream-style checkpoints predict token i+1 at position i even in diffusion mode.
     shifted_logits: bool = False
-    # Family tag of the weights (own, qwen2/dream, llama/llada); loaders read it.
+    # Family tag of the weights (own, qwen2/dream, qwen3, llama/llada); loaders read it.
     family: str = "own"
+    # Qwen3: RMSNorm over each head's queries and keys before rotary (QK-norm), and a head
+    # size that need not be d_model / n_heads (0: it is).
+    qk_norm: bool = False
+    head_dim_override: int = 0
 
     def __post_init__(self) -> None:
-        if self.d_model % self.n_heads:
+        if self.head_dim_override < 0:
+            raise ValueError(f"head_dim_override must be >= 0, got {self.head_dim_override}")
+        if not self.head_dim_override and self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
@@ -87,7 +93,7 @@ class ModelConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+        return self.head_dim_override or self.d_model // self.n_heads
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -2,7 +2,8 @@
 
 Pre-norm decoder blocks with RMSNorm, rotary positions (RoFormer, Su et al. 2021),
 grouped-query attention and a SwiGLU MLP (Shazeer 2020): the LLaMA/Qwen2 layout, so
-that open checkpoints load into the same code (see `hf_loader`). Attention is driven
+that open checkpoints load into the same code (see `hf_loader`); Qwen3 adds an RMSNorm
+over each head's queries and keys (`cfg.qk_norm`) and a head size of its own. Attention is driven
 entirely by an explicit boolean mask and an explicit `KVCache`; the module keeps no
 state between calls.
 
@@ -103,6 +104,9 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(d, cfg.n_kv_heads * hd, bias=cfg.qkv_bias)
         self.v_proj = nn.Linear(d, cfg.n_kv_heads * hd, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(cfg.n_heads * hd, d, bias=cfg.o_bias)
+        if cfg.qk_norm:  # Qwen3: one RMSNorm over head_dim, shared by all heads
+            self.q_norm = RMSNorm(hd, cfg.norm_eps)
+            self.k_norm = RMSNorm(hd, cfg.norm_eps)
 
     def forward(
         self,
@@ -114,8 +118,11 @@ class Attention(nn.Module):
     ) -> tuple[torch.Tensor, LayerKV]:
         b, t, _ = x.shape
         cfg = self.cfg
-        q = self.q_proj(x).view(b, t, cfg.n_heads, cfg.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_proj(x).view(b, t, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        q = self.q_proj(x).view(b, t, cfg.n_heads, cfg.head_dim)  # (B, T, H, D)
+        k = self.k_proj(x).view(b, t, cfg.n_kv_heads, cfg.head_dim)  # (B, T, Hkv, D)
+        if cfg.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, D), (B, Hkv, T, D)
         v = self.v_proj(x).view(b, t, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
         q = apply_rotary(q, cos, sin)
         k = apply_rotary(k, cos, sin)

@@ -120,6 +120,32 @@ def _ours(loaded, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 # -- parity with transformers -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def qwen3(tmp_path_factory, hf_tokenizer):
+    """Tiny Qwen3: QK-norm, and head_dim 32 where hidden/heads would be 16."""
+    torch.manual_seed(2)
+    cfg = transformers.Qwen3Config(**TINY, head_dim=32, tie_word_embeddings=True, rope_theta=1e6)
+    model = transformers.Qwen3ForCausalLM(cfg).eval()
+    with torch.no_grad():  # random norms, so that a missing or misplaced QK-norm shows
+        for layer in model.model.layers:
+            layer.self_attn.q_norm.weight.uniform_(0.5, 1.5)
+            layer.self_attn.k_norm.weight.uniform_(0.5, 1.5)
+    return model, _save(model, hf_tokenizer, tmp_path_factory.mktemp("qwen3"))
+
+
+def test_qwen3_logits_match_transformers(qwen3):
+    model, path = qwen3
+    loaded = load_hf_model_dir(path, device="cpu", dtype=torch.float32)
+    cfg = loaded.model.cfg
+    assert cfg.family == "qwen3" and cfg.qk_norm and cfg.head_dim == 32 and cfg.kind == "ar"
+    ids = _ids(40, seed=3)
+    ref = _hf_logits(model, ids)
+    got = _ours(loaded, ids, causal_mask(40))
+    diff = (got - ref).abs().max().item()
+    print(f"qwen3 max |logit difference| = {diff:.2e}")
+    assert diff < 1e-4
+    assert parameter_count(cfg) == sum(p.numel() for p in model.parameters())
+
 def test_qwen2_causal_logits_match_transformers(qwen2):
     hf, path = qwen2
     loaded = load_hf_model_dir(path, device="cpu")
