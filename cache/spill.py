@@ -78,7 +78,9 @@ class SpillRecord:
 
 def spill_name(model_hash: str, uri: str) -> str:
     """File name of a document's spill: a hash, never a path taken from the URI."""
-    return hashlib.sha256(f"{model_hash}\0{uri}".encode()).hexdigest() + SUFFIX
+    # surrogatepass: a URI may hold a lone surrogate (a valid JSON escape)
+    key = f"{model_hash}\0{uri}".encode("utf-8", "surrogatepass")
+    return hashlib.sha256(key).hexdigest() + SUFFIX
 
 
 def is_spill_name(name: str) -> bool:
@@ -141,7 +143,7 @@ def encode_chunks(
         raise ValueError(f"cannot spill tensors of dtype {sorted(map(str, dtypes))}")
     if cache.length > len(ids):
         raise ValueError(f"cache of {cache.length} tokens but only {len(ids)} ids")
-    pk = msgpack.Packer(use_bin_type=True)
+    pk = msgpack.Packer(use_bin_type=True, unicode_errors="surrogatepass")  # URIs, see spill_name
     keep: list = []
     small = {
         "format": FORMAT_VERSION,
@@ -193,7 +195,7 @@ def encode(
 # -- decoding ----------------------------------------------------------------------------
 def _unpack(data: bytes, what: str) -> dict:
     try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, unicode_errors="surrogatepass")
     except Exception as e:  # ExtraData, OutOfData, FormatError, ValueError, ...: all "broken"
         raise SpillError(f"{what} is not valid msgpack ({type(e).__name__}: {e})") from e
     if not isinstance(obj, dict):

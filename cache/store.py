@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from cache import spill
+from diffusion_core.checkpoint import UnreadableFileError, read_regular
 from diffusion_core.kv_cache import KVCache
 from diffusion_core.layout import reusable_prefix
 
@@ -47,6 +48,9 @@ DEFAULT_BUDGET_BYTES = 256 * 2**20
 _FILE_SLACK_BYTES = 16 * 2**20
 # Temp files older than this found at start-up are leftovers of a crash.
 _STALE_TMP_SECONDS = 3600.0
+# The spill directory's own budget (the memory budget bounds each file, not their number).
+DEFAULT_SPILL_MAX_BYTES = 1024 * 2**20
+DEFAULT_SPILL_MAX_AGE_SECONDS = 7 * 86400.0
 # Background spills waiting to be written: a caller evicting more blocks (back-pressure).
 _SPILL_QUEUE = 4
 # The spill writer thread exits after this long without work (and restarts on demand).
@@ -101,12 +105,18 @@ class DocumentCacheStore:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         background_spill: bool = True,
+        spill_max_bytes: int = DEFAULT_SPILL_MAX_BYTES,
+        spill_max_age_s: float = DEFAULT_SPILL_MAX_AGE_SECONDS,
     ) -> None:
         """`device`: where restored tensors go (default: the device of the latest `update`,
         else CPU; pass the model's device when it runs on a GPU). `dtype`: if given, a spill
         file holding another dtype is rejected (caches of another precision are not reused).
         `background_spill`: write spill files on a writer thread, so that `close` and an
-        evicting `update` return at once (`flush` waits for them); False writes in the caller."""
+        evicting `update` return at once (`flush` waits for them); False writes in the caller.
+        `spill_max_bytes`, `spill_max_age_s`: the spill directory's budget; spill files older
+        than the age, then the oldest while all together are larger than the size, are
+        deleted at start and after every spill (0 = no limit). `warnings` collects what the
+        user should hear about the directory (it is open to other users...)."""
         if budget_bytes < 0:
             raise ValueError(f"budget_bytes must be >= 0, got {budget_bytes}")
         self.model_hash = model_hash
@@ -127,6 +137,9 @@ class DocumentCacheStore:
         self._bytes = 0
         self._spill_warned = False
         self._background = background_spill
+        self.spill_max_bytes = int(spill_max_bytes)
+        self.spill_max_age_s = float(spill_max_age_s)
+        self.warnings: list[str] = []
         self._queue: queue.Queue[CacheEntry] = queue.Queue(maxsize=_SPILL_QUEUE)
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
@@ -134,7 +147,7 @@ class DocumentCacheStore:
             (
                 "hits", "misses", "reused_tokens", "reused_blocks", "encoded_tokens",
                 "encoded_blocks", "updates", "evictions", "spills", "restores",
-                "rejected_spill_files", "spill_errors", "oversize",
+                "rejected_spill_files", "spill_errors", "oversize", "expired_spill_files",
             ),
             0,
         )
@@ -338,7 +351,11 @@ class DocumentCacheStore:
                 path.mkdir(mode=0o700, parents=True, exist_ok=True)
                 os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
             elif stat.S_IMODE(path.stat().st_mode) & 0o077:
-                log.warning("cache directory %s is accessible to other users", path)
+                msg = (f"cache directory {path} is accessible to other users (mode "
+                       f"{stat.S_IMODE(path.stat().st_mode):o}); they can read the cached "
+                       "context of your documents: chmod 700 it or choose another")
+                log.warning("%s", msg)
+                self.warnings.append(msg)
         except OSError as e:
             if _is_dir(path):  # exists but we cannot change it: reading may still work
                 log.warning("cache directory %s: %s; spilling may fail", path, e)
@@ -346,7 +363,44 @@ class DocumentCacheStore:
                 log.warning("cannot create cache directory %s (%s); spilling disabled", path, e)
                 return None
         self._remove_stale_temp_files(path)
+        self._prune(path)
         return path
+
+    def _prune(self, path: Path) -> None:
+        """Apply the spill directory's age and size budget (oldest files go first). Only
+        names this store writes are touched; a non-regular file at such a name (a FIFO, a
+        symlink: never followed) is removed too."""
+        now = time.time()
+        files: list[tuple[float, int, str]] = []
+        try:
+            with os.scandir(path) as it:
+                for d in it:
+                    if not spill.is_spill_name(d.name):
+                        continue
+                    st = d.stat(follow_symlinks=False)
+                    if not stat.S_ISREG(st.st_mode):
+                        self._reject(Path(d.path), "not a regular file")
+                    elif self.spill_max_age_s > 0 and now - st.st_mtime > self.spill_max_age_s:
+                        self._expire(Path(d.path))
+                    else:
+                        files.append((st.st_mtime, st.st_size, d.path))
+        except OSError as e:
+            log.debug("cannot scan cache directory %s: %s", path, e)
+            return
+        total = sum(size for _, size, _ in files)
+        if self.spill_max_bytes <= 0 or total <= self.spill_max_bytes:
+            return
+        for _, size, name in sorted(files):
+            if total <= self.spill_max_bytes:
+                break
+            self._expire(Path(name))
+            total -= size
+
+    def _expire(self, path: Path) -> None:
+        with self._lock:
+            self._counters["expired_spill_files"] += 1
+        log.debug("cache file %s is over the directory's budget; deleting it", path)
+        self._unlink(path)
 
     def _remove_stale_temp_files(self, path: Path) -> None:
         now = time.time()
@@ -412,6 +466,7 @@ class DocumentCacheStore:
                         ids=entry.ids, cache=entry.cache,
                     )
                     spill.write_atomic(directory, spill.spill_name(entry.model_hash, entry.uri), data)
+                    self._prune(directory)
                 except OSError as e:
                     self._spill_failed(directory, e)
                     return
@@ -450,15 +505,19 @@ class DocumentCacheStore:
         path = directory / spill.spill_name(self.model_hash, uri)
         with self._io_lock:
             try:
-                with open(path, "rb") as f:
-                    size = os.fstat(f.fileno()).st_size
-                    if size > self._max_file_bytes():
-                        self._reject(path, f"{size} bytes is more than the memory budget")
-                        return None
-                    data = f.read()
+                # A regular file of bounded size, never through a symlink: a FIFO at this
+                # (predictable) name blocked all model work, a symlink to /dev/zero grew
+                # memory without bound (fstat says 0 bytes for both).
+                data = read_regular(path, self._max_file_bytes(), follow_symlinks=False)
             except FileNotFoundError:
                 return None
+            except UnreadableFileError as e:
+                self._reject(path, e.strerror or str(e))
+                return None
             except OSError as e:
+                if e.errno == errno.ELOOP:  # a symlink: removed, its target never read
+                    self._reject(path, "a symlink, not a regular file")
+                    return None
                 log.warning("cannot read cache file %s: %s", path, e)
                 return None
             try:

@@ -6,7 +6,8 @@ Supported (`config.json` "model_type"):
   attention, mask token 151666, shifted logits (position i predicts token i+1);
 - "llada" (LLaDA 8B): OLMo-style LLaMA block names (`model.transformer.blocks.N.ff_proj`...),
   mask token 126336, unshifted;
-- "qwen2", "llama": plain causal checkpoints. They load as autoregressive models
+- "qwen2", "qwen3", "llama": plain causal checkpoints (Qwen3: QK-norm and a head size
+  of its own, `head_dim`). They load as autoregressive models
   (`kind="ar"`, the next-token head of the baseline) unless config.json names a
   `mask_token_id`, which makes them diffusion models.
 
@@ -26,7 +27,6 @@ model in its target dtype, not an fp32 copy of it. The estimate is logged first.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from collections.abc import Iterator
@@ -36,14 +36,21 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from diffusion_core.checkpoint import LoadedModel, ModelLoadError, file_digest, load_model_dir
+from diffusion_core.checkpoint import (
+    LoadedModel,
+    ModelLoadError,
+    check_model_files,
+    file_digest,
+    load_model_dir,
+    read_json_file,
+)
 from diffusion_core.config import ModelConfig
 from diffusion_core.hf_prompts import HFTokenizer, read_json, read_overrides
 from diffusion_core.model import CodeTransformer
 
 log = logging.getLogger(__name__)
 
-SUPPORTED = ("Dream", "llada", "qwen2", "llama")
+SUPPORTED = ("Dream", "llada", "qwen2", "qwen3", "llama")
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 FULL_HASH_LIMIT = 256 << 20  # files up to this size are hashed whole, larger by header
@@ -72,7 +79,7 @@ def parameter_count(cfg: ModelConfig) -> int:
         attn += (cfg.n_heads + 2 * cfg.n_kv_heads) * hd
     if cfg.o_bias:
         attn += d
-    layer = attn + 3 * d * ff + 2 * d
+    layer = attn + 3 * d * ff + 2 * d + (2 * hd if cfg.qk_norm else 0)
     head = 0 if cfg.tie_embeddings else cfg.vocab_size * d
     return cfg.vocab_size * d + head + cfg.n_layers * layer + d
 
@@ -98,7 +105,7 @@ def _family(raw: dict[str, Any]) -> str:
         return "dream"
     if mt == "llada" or "llada" in arch:
         return "llada"
-    if mt in ("qwen2", "llama"):
+    if mt in ("qwen2", "qwen3", "llama"):
         return mt
     raise ModelLoadError(
         f"unsupported architecture: model_type={raw.get('model_type')!r}, "
@@ -174,7 +181,10 @@ def hf_model_config(
         log.info("sliding_window=%s ignored: contexts here are far shorter", raw.get("sliding_window"))
     d = int(_require(raw, "hidden_size", family))
     heads = int(_require(raw, "num_attention_heads", family))
-    _check_head_dim(raw, d, heads)
+    qwen3 = family == "qwen3"
+    head_dim = int(raw.get("head_dim") or d // heads) if qwen3 else 0
+    if not qwen3:
+        _check_head_dim(raw, d, heads)
     attention_bias = bool(raw.get("attention_bias", False))
     diffusion = family == "dream" or raw.get("mask_token_id") is not None
     k = kind or ("diffusion" if diffusion else "ar")
@@ -195,6 +205,8 @@ def hf_model_config(
             pad_token_id=int(pad_token_id),
             shifted_logits=(family == "dream") if shifted_logits is None else shifted_logits,
             family=family,
+            qk_norm=qwen3,
+            head_dim_override=head_dim if head_dim != d // heads else 0,
             **_rope(raw, 10000.0),
         )
     except ValueError as e:
@@ -338,6 +350,7 @@ def load_hf_model_dir(
     path = Path(path)
     if not path.is_dir():
         raise ModelLoadError(f"model directory {path} does not exist")
+    check_model_files(path)  # FIFOs, devices, oversized JSON: refused before any read
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"model directory {path} is missing config.json")
     raw = read_json(path / "config.json", "model config")
@@ -428,11 +441,10 @@ def load_any_model_dir(
         return load_model_dir(None, device=device or "cpu", dtype=dtype or torch.float32)
     path = Path(path)
     cfg = path / "config.json"
+    if path.is_dir():
+        check_model_files(path)  # before anything in it is opened
     if path.is_dir() and cfg.is_file():
-        try:
-            raw = json.loads(cfg.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ModelLoadError(f"{cfg} cannot be read: {e}") from e
+        raw = read_json_file(cfg, "model config")
         # Our ModelConfig never has model_type/architectures (LLaDA's has d_model too).
         if isinstance(raw, dict) and is_hf_config(raw):
             return load_hf_model_dir(path, device=device, dtype=dtype)

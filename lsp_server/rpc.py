@@ -25,7 +25,20 @@ through `StreamReaderAdapter`) and `RobustProtocol` the protocol class. What the
   dropped when done (pygls kept them all: every edit's params, a Task per command);
 - a header line is found even when glued to the leftovers of a broken frame, so one bad
   frame costs at most the frame after it; bodies over `MAX_BODY_BYTES` are skipped in
-  chunks (never allocated) and answered with InvalidRequest.
+  chunks (never allocated) and answered with InvalidRequest;
+- bounds before anything is parsed: a header line is read at most `MAX_HEADER_LINE` bytes
+  at a time (longer lines are garbage), a `Content-Length` of more than
+  `MAX_LENGTH_DIGITS` digits is garbage (`int()` of 5,000 digits raised ValueError and
+  killed the server), and a body nested deeper than `MAX_JSON_DEPTH` is a ParseError
+  (`[` x 1000 raised RecursionError); `NaN`/`Infinity` are not JSON (they were echoed
+  as an id, making the server's own answer invalid JSON);
+- the message is checked as JSON-RPC 2.0 before pygls sees it: an id that is not a
+  string or an integer, a `method` that is not a string, a message with an id but neither
+  `method` nor `result`/`error`, and a notification method (`$/cancelRequest`...) sent
+  with an id all get -32600 InvalidRequest;
+- params are structured strictly against the LSP types: cattrs' default hooks coerce
+  (`str(None)` became the text "None", `int("7")` a version), ours refuse any value whose
+  JSON type is not the declared one (see `strict_converter`).
 
 The document-sync notifications go straight to the server's handlers: pygls' own copy of
 each document (never used here) doubled the memory of large files and turned an edit of
@@ -42,6 +55,7 @@ import threading
 from functools import partial
 from typing import Any
 
+import attrs
 from lsprotocol import types as t
 from pygls.exceptions import JsonRpcException
 from pygls.protocol import LanguageServerProtocol
@@ -54,8 +68,73 @@ INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602
 SERVER_NOT_INITIALIZED = -32002
 MAX_BODY_BYTES = 256 * 2**20
+MAX_HEADER_LINE = 8192  # bytes of one header line (pygls read lines without bound)
+MAX_LENGTH_DIGITS = 12  # MAX_BODY_BYTES has 9
+MAX_JSON_DEPTH = 100  # arrays/objects inside each other; LSP messages nest about 10 deep
 _SKIP_CHUNK = 2**20
 _CONTENT_LENGTH = re.compile(rb"content-length[ \t]*:[ \t]*(\d+)[ \t]*\r?\n?$", re.IGNORECASE)
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_INNERMOST = re.compile(rb"[\[{][^\[\]{}]*[\]}]")
+_OPENING = re.compile(rb"[\[{]")
+
+
+def too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True if arrays/objects nest deeper than `limit` (or are unbalanced) outside strings.
+
+    No Python loop over the bytes: strings are blanked, then each pass of a regex removes
+    the innermost level; after `limit` passes any bracket left is too deep."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False  # the common case, at C speed
+    s = _JSON_STRING.sub(b'""', body)
+    for _ in range(limit):
+        s, n = _INNERMOST.subn(b"0", s)
+        if n == 0:
+            break
+    return _OPENING.search(s) is not None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _strict(kind: type | tuple[type, ...], what: str):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+
+    def hook(value: Any, _type: Any) -> Any:
+        if type(value) not in kinds:  # bool is not an int here, nor an int a str
+            raise TypeError(f"expected {what}, got {_json_type(value)}")
+        return float(value) if float in kinds else value
+
+    return hook
+
+
+def _json_type(value: Any) -> str:
+    return {type(None): "null", bool: "a boolean", int: "an integer", float: "a number",
+            str: "a string", list: "an array", dict: "an object"}.get(type(value), "a value")
+
+
+def strict_converter(converter: Any) -> Any:
+    """Make a cattrs converter refuse what its default hooks coerce: `str(None)`,
+    `int("7")`, `int(1.9)`, `int(True)`. LSP integers are JSON integers, strings are
+    strings, booleans are booleans; decimals may be integers or numbers."""
+    converter.register_structure_hook(int, _strict(int, "an integer"))
+    converter.register_structure_hook(str, _strict(str, "a string"))
+    converter.register_structure_hook(bool, _strict(bool, "a boolean"))
+    converter.register_structure_hook(float, _strict((int, float), "a number"))
+    return converter
+
+
+class _Refused(Exception):
+    """A message answered with an error before it reaches pygls."""
+
+    def __init__(self, msg_id: Any, code: int, message: str) -> None:
+        super().__init__(message)
+        self.msg_id, self.code, self.message = msg_id, code, message
+
+
+def _is_notification_method(method: str) -> bool:
+    kind = t.METHOD_TO_TYPES.get(method, (None,))[0]
+    return kind is not None and attrs.has(kind) and "id" not in attrs.fields_dict(kind)
 
 
 class _InvalidRequestParams(Exception):
@@ -80,7 +159,7 @@ def _explain(error: JsonRpcException) -> str:
 
 
 def _valid_id(msg_id: Any) -> bool:
-    return isinstance(msg_id, str | int) and not isinstance(msg_id, bool)
+    return type(msg_id) in (str, int)
 
 
 class _NoDeserializeTraceback(logging.Filter):
@@ -97,6 +176,7 @@ logging.getLogger("pygls.protocol.json_rpc").addFilter(_NoDeserializeTraceback()
 class RobustProtocol(LanguageServerProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        strict_converter(self._converter)
         self.initialize_received = False
 
     # -- answers -----------------------------------------------------------------------
@@ -107,8 +187,7 @@ class RobustProtocol(LanguageServerProtocol):
 
     # -- reading -----------------------------------------------------------------------
     def structure_message(self, data: dict[str, Any]):
-        if "jsonrpc" not in data:  # a nested object (params) or not JSON-RPC at all
-            return data
+        """The top-level message (only: nested objects stay plain dicts for cattrs)."""
         if "method" in data and "params" not in data:  # JSON-RPC params are optional
             data = {**data, "params": None}
         try:
@@ -119,10 +198,51 @@ class RobustProtocol(LanguageServerProtocol):
                 raise _InvalidRequestParams(data["id"], method, e) from None
             raise
 
+    @staticmethod
+    def check_envelope(data: Any) -> None:
+        """Raise `_Refused` unless `data` is a JSON-RPC 2.0 request, notification or response."""
+        if not isinstance(data, dict) or "jsonrpc" not in data:
+            msg_id = data.get("id") if isinstance(data, dict) else None
+            raise _Refused(msg_id, INVALID_REQUEST, "not a JSON-RPC 2.0 message")
+        msg_id = data.get("id")
+        if data["jsonrpc"] != "2.0":
+            raise _Refused(msg_id, INVALID_REQUEST,
+                           f"unsupported JSON-RPC version {data['jsonrpc']!r}")
+        if "id" in data and msg_id is not None and not _valid_id(msg_id):
+            raise _Refused(None, INVALID_REQUEST,
+                           f"the id must be a string or an integer, not {_json_type(msg_id)}")
+        if "method" not in data:
+            if "id" in data and "result" not in data and "error" not in data:
+                raise _Refused(msg_id, INVALID_REQUEST,
+                               "a message with an id needs a method (request) or a result "
+                               "or error (response)")
+            return
+        method = data["method"]
+        if not isinstance(method, str):
+            raise _Refused(msg_id, INVALID_REQUEST,
+                           f"the method must be a string, not {_json_type(method)}")
+        if "id" in data and _is_notification_method(method):
+            raise _Refused(msg_id, INVALID_REQUEST,
+                           f"{method} is a notification: it is sent without an id")
+
     def handle_body(self, body: bytes) -> None:
         """One framed message: parse, validate, dispatch; anything bad gets its answer."""
         try:
-            message = json.loads(body, object_hook=self.structure_message)
+            if too_deep(body):
+                raise ValueError(f"arrays or objects nested deeper than {MAX_JSON_DEPTH} "
+                                 "levels (or unbalanced)")
+            data = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
+            log.warning("ignored a message that is not JSON: %s", e)
+            self.send_error(None, PARSE_ERROR, f"parse error: {e}")
+            return
+        try:
+            self.check_envelope(data)
+            message = self.structure_message(data)
+        except _Refused as e:
+            log.warning("refused a message: %s", e.message)
+            self.send_error(e.msg_id, e.code, e.message)
+            return
         except _InvalidRequestParams as e:
             why = _explain(e.error)
             log.warning("invalid params for %s (id %r): %s", e.method, e.msg_id, why)
@@ -131,17 +251,9 @@ class RobustProtocol(LanguageServerProtocol):
         except JsonRpcException as e:  # a notification or response of the wrong shape
             log.warning("ignored a message that does not fit its method: %s", e)
             return
-        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-            log.warning("ignored a message that is not JSON: %s", e)
-            self.send_error(None, PARSE_ERROR, f"parse error: {e}")
-            return
-        if not hasattr(message, "jsonrpc"):  # not an object, or no "jsonrpc" member
-            msg_id = message.get("id") if isinstance(message, dict) else None
-            self.send_error(msg_id, INVALID_REQUEST, "not a JSON-RPC 2.0 message")
-            return
-        if message.jsonrpc != "2.0":
-            self.send_error(getattr(message, "id", None), INVALID_REQUEST,
-                            f"unsupported JSON-RPC version {message.jsonrpc!r}")
+        except RecursionError:  # cannot happen below MAX_JSON_DEPTH; never die of it
+            log.warning("ignored a message too deep to structure")
+            self.send_error(data.get("id"), INVALID_REQUEST, "message nested too deeply")
             return
         self.handle_message(message)
 
@@ -247,6 +359,34 @@ class StreamReaderAdapter:
             return e.partial
 
 
+class StdinReader:
+    """pygls' StdinAsyncReader with bounded header lines: `readline` reads at most
+    `MAX_HEADER_LINE` bytes; a longer line is read to its end in pieces of that size and
+    comes back as `b"garbage "` plus its last 64 bytes (so a header glued to its end is
+    still found) instead of growing without bound."""
+
+    def __init__(self, stdin: Any, executor: Any = None) -> None:
+        self.stdin = stdin
+        self.executor = executor
+
+    def _readline(self) -> bytes:
+        line = self.stdin.readline(MAX_HEADER_LINE)
+        if len(line) < MAX_HEADER_LINE or line.endswith(b"\n"):
+            return line
+        tail = line[-64:]
+        while True:
+            more = self.stdin.readline(MAX_HEADER_LINE)
+            if not more or more.endswith(b"\n"):
+                return b"garbage " + (tail + more)[-64:] + (b"" if more else b"\n")
+            tail = more[-64:]
+
+    def readline(self):
+        return asyncio.get_running_loop().run_in_executor(self.executor, self._readline)
+
+    def readexactly(self, n: int):
+        return asyncio.get_running_loop().run_in_executor(self.executor, self.stdin.read, n)
+
+
 async def serve(stop_event: threading.Event, reader: Any, protocol: RobustProtocol) -> None:
     """Read framed messages until EOF or `stop_event`; `reader` has async `readline()` and
     `readexactly(n)` (pygls' StdinAsyncReader or an asyncio.StreamReader)."""
@@ -259,7 +399,10 @@ async def serve(stop_event: threading.Event, reader: Any, protocol: RobustProtoc
             # search, not match: after a frame whose Content-Length was too small, the
             # rest of its body and the next header arrive as one line.
             m = _CONTENT_LENGTH.search(line)
-            if m:
+            if m and len(m.group(1)) > MAX_LENGTH_DIGITS:
+                log.warning("ignored a Content-Length of %d digits", len(m.group(1)))
+                length = None
+            elif m:
                 length = int(m.group(1))
             continue
         if length is None:  # a blank line without a length: nothing to read

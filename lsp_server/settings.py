@@ -26,6 +26,8 @@ class Settings:
     token_healing: bool = True
     cache_budget_mb: float = 256.0
     cache_dir: str | None = None  # None: no spill to disk
+    cache_dir_max_mb: float = 1024.0  # spill directory budget (0: no limit), oldest go first
+    cache_dir_max_age_days: float = 7.0  # spill files older than this are deleted (0: never)
     enable_completion: bool = True
     enable_inline_completion: bool = True
     enable_repair: bool = True
@@ -49,6 +51,8 @@ KEYS = {
     "tokenHealing": "token_healing",
     "cacheBudgetMb": "cache_budget_mb",
     "cacheDir": "cache_dir",
+    "cacheDirMaxMb": "cache_dir_max_mb",
+    "cacheDirMaxAgeDays": "cache_dir_max_age_days",
     "enableCompletion": "enable_completion",
     "enableInlineCompletion": "enable_inline_completion",
     "enableRepair": "enable_repair",
@@ -110,6 +114,8 @@ CHECKS = {
     "token_healing": _bool,
     "cache_budget_mb": _float_in(0.0, 1 << 20),
     "cache_dir": _opt_str,
+    "cache_dir_max_mb": _float_in(0.0, 1 << 24),
+    "cache_dir_max_age_days": _float_in(0.0, 36500.0),
     "enable_completion": _bool,
     "enable_inline_completion": _bool,
     "enable_repair": _bool,

@@ -110,3 +110,21 @@ def test_tcp_client_closing_the_socket_ends_the_server(tcp_server):
     proc, port = tcp_server
     SocketClient(port).sock.close()  # as a closed stdin does over stdio
     assert proc.wait(timeout=DEADLINE) == 0
+
+
+def test_tcp_survives_the_messages_that_killed_it(tcp_server):
+    """Issue 23, case 1 over TCP: 5,000 digits of Content-Length, and 1,000 levels of
+    nesting (bare and inside params), used to end the process."""
+    proc, port = tcp_server
+    c = SocketClient(port)
+    c.send(b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n")
+    c.send(frame(b"[" * 1000 + b"]" * 1000))
+    assert c.read()["error"]["code"] == -32700
+    deep = b"[" * 1000 + b"]" * 1000
+    c.send(frame(b'{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": '
+                 b'{"capabilities": {}, "x": ' + deep + b"}}"))
+    assert c.read()["error"]["code"] == -32700
+    c.send(_frame({"jsonrpc": "2.0", "id": 2, "method": "initialize", "params": {
+        "processId": None, "rootUri": None, "capabilities": {}}}))
+    assert "capabilities" in c.response(2)["result"]
+    assert proc.poll() is None

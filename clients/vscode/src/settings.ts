@@ -18,6 +18,8 @@ export const SERVER_SETTING_KEYS = [
   "tokenHealing",
   "cacheBudgetMb",
   "cacheDir",
+  "cacheDirMaxMb",
+  "cacheDirMaxAgeDays",
   "enableCompletion",
   "enableInlineCompletion",
   "enableRepair",
@@ -80,7 +82,7 @@ export function expandVariables(value: string, workspaceFolder: string | undefin
 }
 
 /**
- * The server command: `server.command` if set, else `<server.pythonPath> -m lsp_server`,
+ * The server command: `server.command` if set, else `<server.pythonPath> -P -m lsp_server`,
  * else `diffusion-lsp serve` found on PATH.
  */
 export function resolveServerCommand(
@@ -104,7 +106,9 @@ export function resolveServerCommand(
   if (python !== "") {
     return {
       command: expandVariables(python, workspaceFolder),
-      args: ["-m", "lsp_server"],
+      // -P: the workspace (the working directory) is not put on sys.path, so a
+      // msgpack.py or tokenizers.py in the opened project is never imported (Python 3.11+).
+      args: ["-P", "-m", "lsp_server"],
       env,
       source: "server.pythonPath",
     };

@@ -62,7 +62,7 @@ test("server.command wins over pythonPath and expands variables", () => {
 test("pythonPath runs the lsp_server module", () => {
   const cmd = resolveServerCommand(reader({ "server.pythonPath": "~/venv/bin/python" }), undefined);
   assert.equal(cmd.command, path.join(os.homedir(), "venv/bin/python"));
-  assert.deepEqual(cmd.args, ["-m", "lsp_server"]);
+  assert.deepEqual(cmd.args, ["-P", "-m", "lsp_server"]); // the workspace cannot shadow a module
   assert.equal(cmd.source, "server.pythonPath");
 });
 
