@@ -232,11 +232,64 @@ def block_has_error(text: str, block: Block, language: str = PYTHON) -> bool:
     return any(a <= block.end_line and b >= block.start_line for a, b in syntax_errors(text, language))
 
 
+def _breaks_syntax(old: str, new: str) -> bool:
+    import textwrap
+
+    from lsp_server.syntax import python_parses
+
+    return python_parses(textwrap.dedent(old)) and not python_parses(textwrap.dedent(new))
+
+
+def _broken_splice(text: str, start: int, end: int):
+    """For a Python text that does not parse: a splice whose block 0 is [start, end), with
+    the other broken blocks stubbed, or None when [start, end) is not what breaks it."""
+    from lsp_server.blocks import find_blocks
+    from lsp_server.syntax import BlockSplice, locate, python_error
+
+    if python_error(text) is None:
+        return None
+    blocks = find_blocks(text, PYTHON)
+    spans = [line_span(text, b.start_line, b.end_line) for b in blocks]
+    _, located = locate(text, blocks, spans)
+    others = sorted({spans[loc.block] for loc in located
+                     if loc.block >= 0 and (spans[loc.block][1] <= start or spans[loc.block][0] >= end)})
+    splice = BlockSplice(text, [(start, end), *others], set(range(len(others) + 1)))
+    if splice.own_error(0) is None:
+        return None
+    return splice
+
+
+def _verified_block(engine: Engine, text: str, start: int, end: int, splice, cancel):
+    """The block repaired by `syntax_repair.verified_repair` (the block itself when no
+    candidate parses) and the confidence."""
+    from lsp_server.syntax import offset_at, python_error
+    from lsp_server.syntax_repair import verified_repair
+
+    base = splice.offset_of(0)
+
+    def error_at(candidate: str) -> int | None:
+        assembled = splice.assemble(0, candidate)
+        p = python_error(assembled)
+        return None if p is None else offset_at(assembled, p.line, p.column) - base
+
+    a, b, _ = splice.own_error(0)
+    block = text[start:end]
+    prefix, suffix = context_text(engine, text, start, end)
+    res = verified_repair(engine, prefix, block, suffix, error_at, [(a - start, b - start)],
+                          cancel=cancel)
+    if res.text is None or not splice.validator(0)(res.text):
+        return block, 0.0
+    return res.text, res.confidence
+
+
 def run_repair(
-    engine: Engine, text: str, start_line: int, end_line: int, *, cancel: CancelFn | None = None
+    engine: Engine, text: str, start_line: int, end_line: int, *, cancel: CancelFn | None = None,
+    language: str | None = None,
 ) -> RepairResult:
     """Repair lines start_line..end_line (inclusive, 0-based) given the rest of the file.
 
+    For Python (`language`) lines that hold a syntax error, the repair is the parser-verified
+    one (`lsp_server.syntax_repair`): no edit at all rather than one that does not parse.
     Raises ValueError if the block is longer than the model's repair limit and
     diffusion_core.sampler.Cancelled when `cancel()` turns true.
     """
@@ -244,9 +297,19 @@ def run_repair(
     text = clean(text)
     start, end = line_span(text, start_line, end_line)
     block = text[start:end]
-    prefix, suffix = context_text(engine, text, start, end)
-    out = engine.repair(prefix, block, suffix, cancel=cancel)
-    new_block = out.text
+    splice = _broken_splice(text, start, end) if language == PYTHON else None
+    if splice is not None:
+        if len(engine.tokenizer.encode(block)) > MAX_REPAIR_TOKENS:
+            raise ValueError(f"block is longer than the repair limit of {MAX_REPAIR_TOKENS} tokens")
+        new_block, confidence = _verified_block(engine, text, start, end, splice, cancel)
+        steps, engine_ms = 0, (time.perf_counter() - t0) * 1000
+    else:
+        prefix, suffix = context_text(engine, text, start, end)
+        out = engine.repair(prefix, block, suffix, cancel=cancel)
+        new_block, confidence, steps = out.text, out.confidence, out.stats.steps
+        engine_ms = out.total_ms
+        if language == PYTHON and _breaks_syntax(block, new_block):
+            new_block, confidence = block, 0.0  # never offer an edit that stops it parsing
     # Keep the block's own line ending: the model's canvas may drop or add the last one.
     ending = block[len(block.rstrip("\r\n")) :]
     new_block = new_block.rstrip("\r\n") + ending if ending else new_block
@@ -256,7 +319,8 @@ def run_repair(
     e_line = index.position(start + len(block.rstrip("\r\n")))[0]
     timings = {
         "total_ms": round((time.perf_counter() - t0) * 1000, 2),
-        "engine_ms": round(out.total_ms, 2),
-        "steps": out.stats.steps,
+        "engine_ms": round(engine_ms, 2),
+        "steps": steps,
+        "verified": splice is not None,
     }
-    return RepairResult(start, end, s_line, e_line, block, new_block, edits, out.confidence, timings)
+    return RepairResult(start, end, s_line, e_line, block, new_block, edits, confidence, timings)

@@ -6,26 +6,28 @@ findings.
 - `check_text`: the findings of one decoded text, given a `Repairer`.
 - `check_file`: both, into a `FileResult`; internal errors are caught per file.
 
-Rules: a block with a syntax error (tree-sitter ERROR/MISSING node or CPython's own
-error line) is reported as DL001 when the file parses with the proposal in place of the
-block (other broken blocks stubbed out) and did not parse before, whatever the
-confidence. Any other block is reported as DL002 when the model changes it with
-confidence >= threshold and, for Python, the proposal still parses.
+Rules: a file that does not parse always gets a DL001 finding at the parser's error, with
+its message: one per broken block (a block with a tree-sitter ERROR/MISSING node or
+CPython's error line that still fails with the other broken blocks stubbed out), or one
+for the file when no block can be blamed. The fix is attached only when the file parses
+with it in place of the block (`lsp_server.syntax_repair` verifies every candidate; the
+result is checked again here), whatever the confidence. Any other block is reported as
+DL002 when the model changes it with confidence >= threshold and, for Python, the
+proposal still parses; a repairer with a cheap `suspicious` pass sends only the blocks it
+flags to the full repair.
 """
 
 from __future__ import annotations
 
-import ast
 import codecs
 import errno
 import hashlib
 import io
 import os
-import re
 import textwrap
 import time
 import tokenize
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lsp_server.blocks import PYTHON, Block, find_blocks, language_of, syntax_errors
@@ -39,6 +41,7 @@ from lsp_server.check.findings import (
 from lsp_server.check.fix import block_diff
 from lsp_server.check.repairer import Repairer
 from lsp_server.edits import apply_edits, minimal_edits, shift
+from lsp_server.syntax import BlockSplice, locate, offset_at, python_error, python_parses
 
 DEFAULT_MAX_FILE_SIZE = 1_000_000  # bytes
 BLOCK_MAX_CHARS = 1200  # first cut of the splitter; the repairer has the last word (`fits`)
@@ -144,41 +147,15 @@ class LineTable:
 
 
 # -- syntax ------------------------------------------------------------------------------
-def python_parses(text: str) -> bool:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # SyntaxWarning for odd escapes etc.
-            ast.parse(text)
-    except (SyntaxError, ValueError, MemoryError, RecursionError):
-        return False
-    return True
-
-
 def python_error_line(text: str) -> tuple[int, str] | None:
     """0-based line and message of CPython's first syntax error, or None."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ast.parse(text)
-    except SyntaxError as e:
-        return max(0, (e.lineno or 1) - 1), e.msg
-    except (ValueError, MemoryError, RecursionError) as e:
-        return 0, str(e)
-    return None
+    p = python_error(text)
+    return None if p is None else (p.line, p.message)
 
 
 def _block_parses(block: str) -> bool:
     """A block on its own (dedented) parses: methods and bodies are fine outside a def."""
     return python_parses(textwrap.dedent(block))
-
-
-_INDENT = re.compile(r"[ \t]*")
-
-
-def _stub(block_text: str) -> str:
-    """A parseable stand-in for a broken block, at its indentation."""
-    first = next((s for s in block_text.splitlines() if s.strip()), "")
-    return _INDENT.match(first).group(0) + "pass\n"
 
 
 # -- the check ---------------------------------------------------------------------------
@@ -188,98 +165,226 @@ class TextCheck:
     blocks: int
     long_blocks: int
     unrepaired_syntax_errors: int
+    suspect_blocks: int = 0
+
+
+BlockFn = Callable[[int], None]
+
+
+def count_blocks(text: str, language: str) -> int:
+    """How many blocks `check_text` walks (for a progress bar counting blocks)."""
+    return len(find_blocks(text, language, BLOCK_MAX_CHARS))
 
 
 def check_text(
-    text: str, display: str, language: str, repairer: Repairer, threshold: float
+    text: str, display: str, language: str, repairer: Repairer, threshold: float,
+    *, lines: set[int] | None = None, on_block: BlockFn | None = None,
 ) -> TextCheck:
+    """Findings of one text. `lines` (0-based): only blocks touching them go to the model
+    for DL002/DL003 (syntax errors are found and repaired wherever they are). `on_block`
+    is called with 1 after each block (progress)."""
     table = LineTable(text, language)
     blocks = [b for b in find_blocks(text, language, BLOCK_MAX_CHARS) if b.start_line < table.n_lines]
     spans = [table.span(b) for b in blocks]
-    broken: set[int] = set()
-    error_msg = ""
-    if language == PYTHON:
-        err = python_error_line(text)
-        if err is not None:
-            error_msg = err[1]
-            bad_lines = {err[0]} | {s for s, _ in syntax_errors(text, language)}
-            broken = {i for i, b in enumerate(blocks) if any(b.contains(ln) for ln in bad_lines)}
-            if not broken:  # CPython and tree-sitter disagree on where: take every flagged block
-                broken = {i for i, b in enumerate(blocks) if b.has_error}
+    splice, located = locate(text, blocks, spans) if language == PYTHON else (None, [])
+    errors = {loc.block: loc for loc in located}
     findings: list[Finding] = []
     seen: dict[str, int] = {}
-    n_blocks = long_blocks = unrepaired = 0
+    n_blocks = long_blocks = unrepaired = suspects = 0
     for i, (s, e) in enumerate(spans):
         block = text[s:e]
-        if not block.strip():
-            continue
-        if not repairer.fits(block):
-            long_blocks += 1
-            unrepaired += i in broken
-            continue
-        n_blocks += 1
-        prop = repairer.repair(text[:s], block, text[e:])
-        new = prop.text
-        if block.endswith("\n") and not new.endswith("\n"):
-            new += "\n"  # the model may drop the block's final line break
-        if i in broken:
-            if new != block and _repairs_syntax(text, spans, broken, i, new):
-                rule, msg = SYNTAX_ERROR, f"syntax error ({error_msg}); the model proposes a fix"
-            else:
-                unrepaired += 1
+        try:
+            if not block.strip():
                 continue
-        else:
+            if i in errors:
+                loc = errors[i]
+                a, b = _repair_window(repairer, text, s, e, loc.start)
+                fits = a is not None
+                n_blocks += fits
+                long_blocks += not fits
+                new, conf = (
+                    _syntax_fix(repairer, text, splice, i, a, b, loc.start - a, loc.end - a)
+                    if fits else (None, 0.0)
+                )
+                unrepaired += new is None
+                findings.append(_syntax_finding(display, table, text, s, block, new, conf,
+                                                (loc.start, loc.end, loc.problem), blocks[i], seen))
+                continue
+            if splice is not None and i in splice.broken:
+                continue  # flagged, but parses once the other broken blocks are stubbed
+            if lines is not None and not any(blocks[i].contains(ln) for ln in lines):
+                continue
+            if not repairer.fits(block):
+                long_blocks += 1
+                continue
+            n_blocks += 1
+            suspect = getattr(repairer, "suspicious", None)
+            if suspect is not None and not suspect(text[:s], block, text[e:], threshold):
+                continue
+            suspects += 1
+            prop = repairer.repair(text[:s], block, text[e:])
+            new = prop.text
+            if block.endswith("\n") and not new.endswith("\n"):
+                new += "\n"  # the model may drop the block's final line break
             if new == block or prop.confidence < threshold:
                 continue
             if language == PYTHON and _block_parses(block) and not _block_parses(new):
                 continue  # a proposal that breaks the syntax is not worth reporting
-            rule, msg = SUSPICIOUS_CODE, "the model proposes a change"
-        findings.append(_finding(rule, msg, display, table, text, s, block, new, prop, blocks[i], seen))
-    return TextCheck(findings, n_blocks, long_blocks, unrepaired)
+            if language == PYTHON and not located and not python_parses(text[:s] + new + text[e:]):
+                continue  # nor one that breaks the file
+            findings.append(_finding(SUSPICIOUS_CODE, "the model proposes a change", display, table,
+                                     text, s, block, new, prop.confidence, blocks[i], seen))
+        finally:
+            if on_block is not None:
+                on_block(1)
+    if -1 in errors:
+        # the error lies outside every block the splitter found (or only shows with them
+        # all together): reported where the parser stops, without a fix
+        loc = errors[-1]
+        line = table.position(loc.start)[0] - 1
+        findings.append(_syntax_finding(display, table, text, loc.start, "", None, 0.0,
+                                        (loc.start, loc.end, loc.problem),
+                                        Block(line, line, "line"), seen))
+        unrepaired += 1
+    findings.sort(key=lambda f: (f.line, f.column, f.rule_id))
+    return TextCheck(findings, n_blocks, long_blocks, unrepaired, suspects)
 
 
-def _repairs_syntax(text: str, spans, broken: set[int], i: int, new: str) -> bool:
-    """The file parses with `new` for block i and stubs for the other broken blocks, and
-    does not parse with block i as it was (so block i really held an error)."""
-    def assemble(own: str) -> str:
-        parts, pos = [], 0
-        for j in sorted(broken):
-            s, e = spans[j]
-            parts.append(text[pos:s])
-            parts.append(own if j == i else _stub(text[s:e]))
-            pos = e
-        parts.append(text[pos:])
-        return "".join(parts)
-
-    s, e = spans[i]
-    return python_parses(assemble(new)) and not python_parses(assemble(text[s:e]))
+WINDOW_LINES = (6, 3, 1)  # lines either side of the error when its block is too long
 
 
-def _finding(rule, msg, display, table, text, base, block, new, prop, blk, seen) -> Finding:
+def _repair_window(repairer: Repairer, text: str, s: int, e: int, err: int):
+    """The part [a, b) of block [s, e) that goes to the model: the whole block if it fits,
+    else whole lines around the error (tree-sitter's recovery can make one huge ERROR node
+    of everything after a missing colon); (None, None) when nothing fits."""
+    if repairer.fits(text[s:e]):
+        return s, e
+    for n in WINDOW_LINES:
+        a = s
+        pos = err
+        for _ in range(n + 1):
+            a = text.rfind("\n", s, pos)
+            if a < 0:
+                a = s
+                break
+            pos = a
+            a += 1
+        b = err
+        for _ in range(n + 1):
+            nl = text.find("\n", b, e)
+            if nl < 0:
+                b = e
+                break
+            b = nl + 1
+        a = max(a, s)
+        if repairer.fits(text[a:b]):
+            return a, b
+    return None, None
+
+
+def _syntax_fix(
+    repairer: Repairer, text: str, splice: BlockSplice, i: int, a: int, b: int,
+    err_a: int, err_b: int,
+) -> tuple[str | None, float]:
+    """A verified fix for broken block i, of which [a, b) is sent to the model:
+    (new block i, confidence) or (None, 0.0)."""
+    s, e = splice.spans[i]
+    block = text[s:e]
+    part = text[a:b]
+    head, tail = text[s:a], text[b:e]
+    valid = splice.validator(i)
+    base = splice.offset_of(i) + (a - s)
+
+    def error_at(candidate: str) -> int | None:
+        assembled = splice.assemble(i, head + candidate + tail)
+        p = python_error(assembled)
+        return None if p is None else offset_at(assembled, p.line, p.column) - base
+
+    focus = [(err_a, err_b)]  # CPython's error first: the edits are tried nearest to it
+    first = text.count("\n", 0, a)  # the part's first line
+    last = first + part.count("\n")
+    for lo, hi in syntax_errors(text, PYTHON):  # tree-sitter's ERROR / MISSING nodes
+        if hi >= first and lo <= last:
+            fa = offset_at(part, max(0, lo - first), 0)
+            focus.append((fa, offset_at(part, min(hi, last) - first + 1, 0)))
+    verified = getattr(repairer, "repair_syntax", None)
+    if verified is not None:
+        prop = verified(text[:a], part, text[b:], error_at, focus)
+    else:
+        prop = repairer.repair(text[:a], part, text[b:])
+    if prop is None:
+        return None, 0.0
+    new = prop.text
+    if part.endswith("\n") and not new.endswith("\n"):
+        new += "\n"
+    new = head + new + tail
+    if new == block or not valid(new):  # never offer a repair that does not parse
+        return None, 0.0
+    return new, float(prop.confidence)
+
+
+def _fix_parts(base: int, block: str, new: str) -> tuple[int, int, str, str]:
+    """Offsets [start, end) in the file and the replacement of the smallest span that
+    turns `block` (at `base`) into `new`."""
     edits = minimal_edits(block, new)
     lo, hi = edits[0].start, edits[-1].end
     replacement = apply_edits(block[lo:hi], shift(edits, -lo))
-    start, end = base + lo, base + hi
-    line, col = table.position(start)
-    end_line, end_col = table.position(end)
-    original = text[start:end]
-    summary = _short(original), _short(replacement)
+    return base + lo, base + hi, block[lo:hi], replacement
+
+
+def _detail(original: str, replacement: str) -> str:
+    a, b = _short(original), _short(replacement)
     if original and replacement:
-        detail = f"replace {summary[0]} with {summary[1]}"
-    elif replacement:
-        detail = f"insert {summary[1]}"
-    else:
-        detail = f"delete {summary[0]}"
-    key = rule.id + block
+        return f"replace {a} with {b}"
+    return f"insert {b}" if replacement else f"delete {a}"
+
+
+def _nth(seen: dict[str, int], key: str) -> int:
     nth = seen.get(key, 0)
     seen[key] = nth + 1
+    return nth
+
+
+def _syntax_finding(display, table, text, base, block, new, conf, own, blk, seen) -> Finding:
+    a, b, problem = own
+    line, col = table.position(a)
+    end_line, end_col = table.position(b)
+    msg = f"syntax error: {problem.message}"
+    kw = {}
+    if new is not None:
+        start, end, original, replacement = _fix_parts(base, block, new)
+        fl, fc = table.position(start)
+        fel, fec = table.position(end)
+        kw = {"fix_line": fl, "fix_column": fc, "fix_end_line": fel, "fix_end_column": fec}
+        msg += f"; fix: {_detail(original, replacement)} (confidence {conf:.2f})"
+        diff = block_diff(display, block, new, blk.start_line + 1)
+    else:
+        start = end = a
+        original, replacement, diff = "", None, ""
+        msg += "; the model has no repair that parses"
+    key = SYNTAX_ERROR.id + problem.message + "\n".join(s.strip() for s in block.splitlines())
+    return Finding(
+        rule_id=SYNTAX_ERROR.id, path=display, line=line, column=col, end_line=end_line,
+        end_column=end_col, message=msg, original=original, replacement=replacement,
+        confidence=round(float(conf), 4), start_offset=start, end_offset=end,
+        block_start_line=blk.start_line + 1, block_end_line=blk.end_line + 1,
+        fingerprint=fingerprint(SYNTAX_ERROR.id, display, block or problem.message,
+                                replacement or "", _nth(seen, key)),
+        diff=diff, **kw,
+    )
+
+
+def _finding(rule, msg, display, table, text, base, block, new, conf, blk, seen) -> Finding:
+    start, end, original, replacement = _fix_parts(base, block, new)
+    line, col = table.position(start)
+    end_line, end_col = table.position(end)
     return Finding(
         rule_id=rule.id, path=display, line=line, column=col, end_line=end_line, end_column=end_col,
-        message=f"{msg}: {detail} (confidence {prop.confidence:.2f})",
-        original=original, replacement=replacement, confidence=round(float(prop.confidence), 4),
+        message=f"{msg}: {_detail(original, replacement)} (confidence {conf:.2f})",
+        original=original, replacement=replacement, confidence=round(float(conf), 4),
         start_offset=start, end_offset=end,
         block_start_line=blk.start_line + 1, block_end_line=blk.end_line + 1,
-        fingerprint=fingerprint(rule.id, display, block, replacement, nth),
+        fingerprint=fingerprint(rule.id, display, block, replacement, _nth(seen, rule.id + block)),
         diff=block_diff(display, block, new, blk.start_line + 1),
     )
 
@@ -290,8 +395,10 @@ def _short(s: str, limit: int = 60) -> str:
 
 
 def check_file(
-    path: str, display: str, repairer: Repairer, threshold: float, max_size: int
+    path: str, display: str, repairer: Repairer, threshold: float, max_size: int,
+    *, lines: set[int] | None = None, on_block: BlockFn | None = None,
 ) -> FileResult:
+    """One file; `lines` and `on_block` as in `check_text`."""
     t0 = time.perf_counter()
     res = FileResult(path=path, display=display)
     language = language_of(path)
@@ -302,12 +409,14 @@ def check_file(
         return res
     res.digest, res.encoding = src.digest, src.encoding
     try:
-        out = check_text(src.text, display, language, repairer, threshold)
+        out = check_text(src.text, display, language, repairer, threshold, lines=lines,
+                         on_block=on_block)
     except Exception as e:  # one bad file must not end the run; reported, exit code 2
         res.error = f"{type(e).__name__}: {e}"
     else:
         res.findings = out.findings
         res.blocks, res.long_blocks = out.blocks, out.long_blocks
         res.unrepaired_syntax_errors = out.unrepaired_syntax_errors
+        res.suspect_blocks = out.suspect_blocks
     res.seconds = time.perf_counter() - t0
     return res

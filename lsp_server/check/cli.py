@@ -1,7 +1,8 @@
 """`diffusion-lsp check`: lint files with the repair model, for CI and pre-commit.
 
 Exit codes: 0 no findings, 1 findings (with --fix: findings left unfixed; with --diff: a
-non-empty diff), 2 usage error, model load failure or an internal error on some file.
+non-empty diff), 2 usage error, model load failure or an internal error on some file,
+130 interrupted by Ctrl-C (the report of the files done so far is still written).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TextIO
 
 from lsp_server.check.analyze import DEFAULT_MAX_FILE_SIZE
 from lsp_server.check.findings import FileResult
-from lsp_server.check.fix import apply_fix, result_diff
+from lsp_server.check.fix import apply_fix, remove_stale_temp_files, result_diff
 from lsp_server.check.formats import FORMATS, render
 from lsp_server.check.repairer import EngineRepairerFactory, RepairerFactory
 from lsp_server.check.report import build_report
@@ -22,15 +23,18 @@ from lsp_server.check.runner import ModelLoadFailed, RunOptions, run_files, show
 from lsp_server.check.walk import DEFAULT_INCLUDE, WalkOptions, parse_shard, walk
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+EXIT_INTERRUPTED = 130  # Ctrl-C: the partial report was still written
 
 EPILOG = """\
-exit codes: 0 no findings, 1 findings, 2 usage or internal error.
+exit codes: 0 no findings, 1 findings (a file that does not parse is always one),
+2 usage or internal error, 130 interrupted (the partial report is still written).
 examples:
   diffusion-lsp check src/                            # text report with diffs
   diffusion-lsp check . --format sarif -o check.sarif # for GitHub code scanning
   diffusion-lsp check . --format github               # annotations in a workflow log
   diffusion-lsp check . --jobs 4 --shard 2/8          # 4 processes, 2nd of 8 CI machines
   diffusion-lsp check src/ --fix                      # apply the proposals in place
+  diffusion-lsp check . --changed-since origin/main    # only what a pull request changed
 """
 
 
@@ -82,6 +86,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-file-size", type=_size, default=DEFAULT_MAX_FILE_SIZE, metavar="BYTES",
                    help=f"skip larger files (default: {DEFAULT_MAX_FILE_SIZE})")
     p.add_argument("--root", help="directory that reported paths are relative to (default: cwd)")
+    p.add_argument("--changed-since", metavar="REF",
+                   help="check only files changed since the git ref REF (working tree against "
+                        "REF, untracked files included); the model looks only at the changed "
+                        "blocks, syntax errors are reported anywhere in those files")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="one line per file on stderr as it is done")
@@ -153,18 +161,40 @@ def execute(
     if found.missing:
         say(f"error: no such file or directory: {', '.join(found.missing)}")
         return EXIT_ERROR
+    changed_lines = None
+    if args.changed_since:
+        from lsp_server.check.changed import ChangedError, changed_since
+
+        try:
+            changes = changed_since(args.changed_since, root)
+        except ChangedError as e:
+            say(f"error: --changed-since {args.changed_since}: {e}")
+            return EXIT_ERROR
+        kept = []
+        changed_lines = {}
+        for tgt in found.files:
+            got = changes.of(tgt.path)
+            if got is not False:
+                kept.append(tgt)
+                changed_lines[tgt.path] = got
+        found.files = kept
     if factory is None:
         threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
         factory = EngineRepairerFactory(args.model, args.device, threads, args.max_change)
-    ropts = RunOptions(threshold=args.threshold, max_file_size=args.max_file_size, jobs=jobs)
+    ropts = RunOptions(threshold=args.threshold, max_file_size=args.max_file_size, jobs=jobs,
+                       lines=changed_lines)
     progress = not args.no_progress and not args.quiet and show_progress(stderr)
     fix_status: dict[str, str] = {}
+    if args.fix:  # what an earlier --fix killed mid-write left beside the files
+        dirs = (os.path.dirname(os.path.realpath(f.path)) for f in found.files)
+        for leftover in remove_stale_temp_files(dirs):
+            say(f"removed {leftover}, left by an interrupted --fix")
 
     def on_result(r: FileResult) -> None:
         # --fix writes each file as soon as its result is in: a killed run leaves every
         # file either as it was or completely fixed (atomic replace), never half written.
-        if args.fix and r.findings:
-            outcome = apply_fix(r)
+        if args.fix and any(f.has_fix for f in r.findings):
+            outcome = apply_fix(r, roots=args.paths, follow_symlinks=args.follow_symlinks)
             fix_status[r.display] = "fixed" if outcome.fixed else f"not fixed: {outcome.reason}"
         if args.verbose:
             status = r.skipped and f"skipped: {r.skipped}" or r.error or fix_status.get(r.display)
@@ -182,7 +212,8 @@ def execute(
     )
     report.fix_status = fix_status
     report.summary.fixed = sum(
-        len(r.findings) for r in run.results if fix_status.get(r.display) == "fixed"
+        sum(f.has_fix for f in r.findings) for r in run.results
+        if fix_status.get(r.display) == "fixed"
     )
     if args.diff:
         text = "".join(result_diff(r) for r in run.results)
@@ -206,6 +237,9 @@ def execute(
             if status != "fixed":
                 say(f"warning: {path}: {status}")
         print(report.summary.line(), file=stderr)
+    if run.interrupted:
+        say(f"interrupted: the report covers {len(run.results)} of {len(found.files)} files")
+        return EXIT_INTERRUPTED
     if report.errors:
         return EXIT_ERROR
     if args.diff:

@@ -94,7 +94,11 @@ def render_github(report: Report) -> str:
             f"file={_escape_prop(f.path)},line={f.line},endLine={f.end_line},"
             f"col={f.column},endColumn={f.end_column},title={_escape_prop(f'{rule.id} {rule.name}')}"
         )
-        body = f"{f.message}\nproposed replacement:\n{f.replacement}"
+        body = f.message
+        if f.has_fix:
+            line, col, end_line, end_col = f.fix_region
+            body += (f"\nsuggested fix at {line}:{col}-{end_line}:{end_col}: replace "
+                     f"{f.original!r} with {f.replacement!r}")
         out.append(f"::{rule.level} {props}::{_escape_data(body)}\n")
     for path, reason in report.skipped:
         out.append(f"::notice file={_escape_prop(path)},title=diffusion-lsp skipped::{_escape_data(reason)}\n")

@@ -25,6 +25,16 @@ class Proposal:
 
 
 class Repairer(Protocol):
+    """`fits` and `repair` are required. Optional, used when present:
+
+    - `repair_syntax(prefix, block, suffix, error_at, focus) -> Proposal | None`: a repair
+      of a block that does not parse, searched among candidates the parser accepts
+      (`lsp_server.syntax_repair`); without it `repair` is asked and its proposal kept
+      only if it parses. The caller verifies the result either way.
+    - `suspicious(prefix, block, suffix, threshold) -> bool`: a cheap pass; a block it
+      does not flag is not sent to `repair`.
+    """
+
     def fits(self, block: str) -> bool:
         """Whether `block` is short enough for one repair job."""
         ...
@@ -51,6 +61,23 @@ class EngineRepairer:
         out = self.engine.repair(prefix[-MAX_PREFIX_CHARS:], block, suffix[:MAX_SUFFIX_CHARS])
         text = out.text if out.changed else block
         return Proposal(text, float(out.confidence))
+
+    def repair_syntax(self, prefix, block, suffix, error_at, focus) -> Proposal | None:
+        from lsp_server.syntax_repair import verified_repair
+
+        res = verified_repair(
+            self.engine, prefix[-MAX_PREFIX_CHARS:], block, suffix[:MAX_SUFFIX_CHARS],
+            error_at, focus,
+        )
+        return None if res.text is None else Proposal(res.text, res.confidence)
+
+    def suspicious(self, prefix: str, block: str, suffix: str, threshold: float) -> bool:
+        """One forward pass over the block as it is: the engine's repair changes nothing
+        unless some canvas position has p(its own token) <= the repair threshold (its first
+        step then commits the block unchanged), so only such blocks go to `repair`."""
+        from lsp_server.suspect import doubtful
+
+        return doubtful(self.engine, prefix[-MAX_PREFIX_CHARS:], block, suffix[:MAX_SUFFIX_CHARS])
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,14 @@ class RunOptions:
     threshold: float = 0.9
     max_file_size: int = 1_000_000
     jobs: int = 1
+    # --changed-since: target path -> changed 0-based lines (None: the whole file)
+    lines: dict[str, frozenset[int] | None] | None = None
+
+    def lines_of(self, path: str) -> set[int] | None:
+        if self.lines is None:
+            return None
+        got = self.lines.get(path)
+        return None if got is None else set(got)
 
 
 @dataclass
@@ -89,13 +97,16 @@ def _work(target: Target, opts: RunOptions) -> FileResult:
     repairer, err = _worker
     if repairer is None:
         return FileResult(target.path, target.display, error=err, fatal=True)
-    return check_file(target.path, target.display, repairer, opts.threshold, opts.max_file_size)
+    return check_file(target.path, target.display, repairer, opts.threshold, opts.max_file_size,
+                      lines=opts.lines_of(target.path))
 
 
 def iter_results(
-    targets: list[Target], factory: RepairerFactory, opts: RunOptions
+    targets: list[Target], factory: RepairerFactory, opts: RunOptions,
+    on_block: Callable[[int], None] | None = None,
 ) -> Iterator[FileResult]:
-    """Yield one result per target, in target order. Raises ModelLoadFailed."""
+    """Yield one result per target, in target order. Raises ModelLoadFailed. `on_block`
+    hears of every block as it is done (in this process only; pools report per file)."""
     if not targets:
         return
     if opts.jobs <= 1:
@@ -104,7 +115,8 @@ def iter_results(
         except Exception as e:
             raise ModelLoadFailed(f"{type(e).__name__}: {e}") from e
         for t in targets:
-            yield check_file(t.path, t.display, repairer, opts.threshold, opts.max_file_size)
+            yield check_file(t.path, t.display, repairer, opts.threshold, opts.max_file_size,
+                             lines=opts.lines_of(t.path), on_block=on_block)
         return
     yield from _pool_results(targets, factory, opts)
 
@@ -156,28 +168,55 @@ def show_progress(stream=None) -> bool:
 class RunResult:
     results: list[FileResult] = field(default_factory=list)
     summary: Summary = field(default_factory=Summary)
+    interrupted: bool = False  # Ctrl-C: the results are the files finished before it
+
+
+def _count_blocks(targets: list[Target], opts: RunOptions) -> dict[str, int]:
+    """Blocks per file for the progress bar (tree-sitter only, no model)."""
+    from lsp_server.blocks import language_of
+    from lsp_server.check.analyze import Skipped, count_blocks, read_source
+
+    out = {}
+    for t in targets:
+        lang = language_of(t.path)
+        try:
+            out[t.path] = count_blocks(read_source(t.path, opts.max_file_size, lang).text, lang)
+        except (Skipped, Exception):  # the check itself reports the file
+            out[t.path] = 0
+    return out
 
 
 def run_files(
     targets: list[Target], factory: RepairerFactory, opts: RunOptions, *, progress: bool = False,
     on_result: Callable[[FileResult], None] | None = None,
 ) -> RunResult:
+    """Check every target. The progress bar counts blocks (with an ETA). Ctrl-C stops the
+    run: the results so far come back with `interrupted` set, for a partial report."""
     t0 = time.perf_counter()
     out = RunResult()
     bar = None
+    per_file: dict[str, int] = {}
     if progress and targets:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(targets), unit="file", file=sys.stderr, dynamic_ncols=True, leave=False)
+        per_file = _count_blocks(targets, opts)
+        bar = tqdm(total=sum(per_file.values()), unit="block", file=sys.stderr,
+                   dynamic_ncols=True, leave=False)
+    in_process = opts.jobs <= 1
+    on_block = bar.update if bar is not None and in_process else None
     try:
-        for r in iter_results(targets, factory, opts):
+        for r in iter_results(targets, factory, opts, on_block=on_block):
             out.results.append(r)
             out.summary.add(r)
             if on_result is not None:
                 on_result(r)
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(findings=out.summary.findings, refresh=False)
+                if not in_process:
+                    bar.update(per_file.get(r.path, 0))
+                bar.set_postfix(files=len(out.results), findings=out.summary.findings,
+                                refresh=False)
+    except KeyboardInterrupt:
+        out.interrupted = True
     finally:
         if bar is not None:
             bar.close()

@@ -4,7 +4,9 @@
 - `partialFingerprints["diffusionLsp/v1"]`: rule + file + whitespace-normalised block +
   proposal + occurrence, so an alert keeps its identity when lines move.
 - Regions are 1-based; columns count Unicode code points (`columnKind`), end exclusive.
-- The proposed replacement is a SARIF `fix`; skipped files are tool notifications.
+- The proposed replacement, when there is one, is a SARIF `fix` (its region may differ
+  from the result's: a syntax error is located where the parser stops); skipped files
+  are tool notifications.
 - A sharded run names its category in `automationDetails.id`
   (`diffusion-lsp/shard-K-of-N/`): each shard's file can be uploaded on its own, or the
   shards merged into one run with `merge` (`python -m lsp_server.check.sarif merge ...`).
@@ -48,6 +50,11 @@ def _region(f: Finding) -> dict:
     }
 
 
+def _fix_region(f: Finding) -> dict:
+    line, col, end_line, end_col = f.fix_region
+    return {"startLine": line, "startColumn": col, "endLine": end_line, "endColumn": end_col}
+
+
 def _rule(r) -> dict:
     return {
         "id": r.id,
@@ -63,7 +70,7 @@ def _rule(r) -> dict:
 
 def _result(f: Finding, rule_index: dict[str, int]) -> dict:
     rule = f.rule
-    return {
+    res = {
         "ruleId": rule.id,
         "ruleIndex": rule_index[rule.id],
         "level": rule.level,
@@ -72,20 +79,23 @@ def _result(f: Finding, rule_index: dict[str, int]) -> dict:
             "artifactLocation": _location(f.path), "region": _region(f),
         }}],
         "partialFingerprints": {FINGERPRINT_KEY: f.fingerprint},
-        "fixes": [{
-            "description": {"text": "Apply the repair model's proposal"},
-            "artifactChanges": [{
-                "artifactLocation": _location(f.path),
-                "replacements": [{"deletedRegion": _region(f), "insertedContent": {"text": f.replacement}}],
-            }],
-        }],
-        "rank": round(100.0 * f.confidence, 1),
         "properties": {
             "confidence": f.confidence,
             "blockStartLine": f.block_start_line,
             "blockEndLine": f.block_end_line,
         },
     }
+    if f.has_fix:
+        res["fixes"] = [{
+            "description": {"text": "Apply the repair model's proposal"},
+            "artifactChanges": [{
+                "artifactLocation": _location(f.path),
+                "replacements": [{"deletedRegion": _fix_region(f),
+                                  "insertedContent": {"text": f.replacement}}],
+            }],
+        }]
+        res["rank"] = round(100.0 * f.confidence, 1)
+    return res
 
 
 def _notification(display: str, text: str, level: str) -> dict:

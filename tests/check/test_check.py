@@ -41,10 +41,13 @@ def test_planted_findings_and_skips(tree):
     assert typo["rule_name"] == "suspicious-code" and typo["level"] == "warning"
     assert (typo["block_start_line"], typo["block_end_line"]) == (1, 5)
     syn = got[("pkg/broken.py", "DL001")]
-    # an insertion: empty range right after "return (x + 1"
-    assert (syn["line"], syn["column"], syn["end_line"], syn["end_column"]) == (5, 18, 5, 18)
+    # reported where CPython points: the "(" that is never closed
+    assert (syn["line"], syn["column"], syn["end_line"], syn["end_column"]) == (5, 12, 5, 12)
+    assert syn["message"].startswith("syntax error: '(' was never closed; fix: insert ')'")
+    # the fix is an insertion: empty range right after "return (x + 1"
     assert (syn["original"], syn["replacement"]) == ("", ")")
-    assert "syntax error ('(' was never closed)" in syn["message"]
+    sug = syn["suggestion"]
+    assert (sug["line"], sug["column"], sug["end_line"], sug["end_column"]) == (5, 18, 5, 18)
     assert syn["confidence"] == pytest.approx(0.55)  # below --threshold: syntax fixes always count
     # columns count code points; the CRLF line keeps its numbering
     uni = got[("pkg/uni.py", "DL002")]
@@ -84,8 +87,8 @@ def test_github_annotations(tree):
     assert warn[0].startswith(
         "::warning file=pkg/typo.py,line=4,endLine=4,col=15,endColumn=17,title=DL002 suspicious-code::"
     )
-    assert "\n" not in warn[0] and "%0Aproposed replacement%3A" not in warn[0]
-    assert "%0Aproposed replacement:%0A+=" in warn[0]
+    assert "\n" not in warn[0] and "%0Asuggested fix%3A" not in warn[0]
+    assert "%0Asuggested fix at 4:15-4:17: replace '=+' with '+='" in warn[0]
     assert any(x.startswith("::error file=pkg/broken.py,line=5,") for x in lines)
     assert any(x.startswith("::notice file=bad/blob.py,") for x in lines)
 

@@ -82,17 +82,45 @@ def test_cli_clean_run_sarif_and_bad_input(tmp_path, quiet_model):
     out = tmp_path / "check.sarif"
     p = run_cli(".", "--model", str(quiet_model), "--format", "sarif", "-o", str(out),
                 "--max-file-size", HUGE_LIMIT, cwd=tree)
-    assert p.returncode == 0, p.stderr
+    # pkg/broken.py does not parse: a DL001 finding (and exit 1) whatever the model can do
+    assert p.returncode == 1, p.stderr
     assert p.stdout == ""
     doc = json.loads(out.read_text())
     validate(doc)
-    assert doc["runs"][0]["results"] == []
+    (res,) = doc["runs"][0]["results"]
+    assert res["ruleId"] == "DL001" and res["level"] == "error"
+    loc = res["locations"][0]["physicalLocation"]
+    assert loc["artifactLocation"]["uri"] == "pkg/broken.py"
+    assert loc["region"]["startLine"] == 5
+    assert "'(' was never closed" in res["message"]["text"]
+    for fix in res.get("fixes", []):  # a fix, when the model has one, makes the file parse
+        rep = fix["artifactChanges"][0]["replacements"][0]
+        assert parses_with(tree / "pkg/broken.py", rep)
     for bad in ("bad/blob.py: skipped: binary", "bad/latin.py: skipped: cannot decode",
                 "bad/huge.py: skipped: file is 12000 bytes", "bad/loop.py: skipped: symlink loop"):
         assert bad in p.stderr
     assert "check: 8 files checked" in p.stderr
     assert "\r" not in p.stderr  # no progress bar in CI
     assert snapshot(tree) == before
+
+
+def parses_with(path: Path, rep: dict) -> bool:
+    """Whether the file parses with one SARIF replacement applied (1-based code points)."""
+    import ast
+
+    lines = path.read_text().splitlines(keepends=True)
+    r = rep["deletedRegion"]
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    text = "".join(lines)
+    a = starts[r["startLine"] - 1] + r["startColumn"] - 1
+    b = starts[r["endLine"] - 1] + r["endColumn"] - 1
+    try:
+        ast.parse(text[:a] + rep["insertedContent"]["text"] + text[b:])
+    except SyntaxError:
+        return False
+    return True
 
 
 def test_missing_model_is_a_clear_error(tmp_path):

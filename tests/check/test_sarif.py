@@ -29,7 +29,7 @@ def test_sarif_is_valid_and_github_ready(tree):
     validate(doc)
     (sarif_run,) = doc["runs"]
     rules = sarif_run["tool"]["driver"]["rules"]
-    assert [r["id"] for r in rules] == ["DL001", "DL002"]
+    assert [r["id"] for r in rules] == ["DL001", "DL002", "DL003"]
     assert sarif_run["automationDetails"]["id"] == "diffusion-lsp/"
     assert sarif_run["columnKind"] == "unicodeCodePoints"
     assert sarif_run["originalUriBaseIds"]["%SRCROOT%"]["uri"] == tree.as_uri() + "/"

@@ -25,6 +25,25 @@ export async function filterConfigurationResult(
   );
 }
 
+/** The diagnostics' `source` the server publishes (lsp_server/diagnostics.py). */
+export const DIAGNOSTIC_SOURCE = "diffusion-lsp";
+
+type RangeLike = { isEmpty?: boolean };
+type ContextLike = { diagnostics?: ReadonlyArray<{ source?: string }> };
+
+/**
+ * Whether VS Code should ask the server for "Repair this block": on a selection, or when
+ * one of our diagnostics is under the cursor (its quick fix). Not on every line: the
+ * lightbulb asks at every cursor move. The explicit "Repair this block" command
+ * (repair.ts) sends its own request and is not filtered.
+ */
+export function wantsRepairAction(range: RangeLike | undefined, context: ContextLike | undefined): boolean {
+  if (range !== undefined && range.isEmpty === false) {
+    return true;
+  }
+  return (context?.diagnostics ?? []).some((d) => d.source === DIAGNOSTIC_SOURCE);
+}
+
 export type RequestKind = "completion" | "inlineCompletion" | "codeAction";
 
 /** Called when a model request finished: its kind, wall time seen by the editor, success. */
@@ -53,7 +72,9 @@ export function createMiddleware(onRequestDone: RequestDone): Middleware {
     provideInlineCompletionItems: (document, position, context, token, next) =>
       timed("inlineCompletion", () => next(document, position, context, token), onRequestDone),
     provideCodeActions: (document, range, context, token, next) =>
-      timed("codeAction", () => next(document, range, context, token), onRequestDone),
+      wantsRepairAction(range, context)
+        ? timed("codeAction", () => next(document, range, context, token), onRequestDone)
+        : Promise.resolve([]),
     workspace: {
       configuration: async (params, token: CancellationToken, next) => {
         const result = await next(params, token);

@@ -1,7 +1,7 @@
 import * as assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { createMiddleware, filterConfigurationResult } from "../src/middleware";
+import { createMiddleware, filterConfigurationResult, wantsRepairAction } from "../src/middleware";
 
 test("workspace/configuration answers carry only server keys for our section", async () => {
   const params = { items: [{ section: "diffusionLsp" }, { section: "python" }] };
@@ -31,7 +31,7 @@ test("middleware forwards requests and reports when each finished, even on failu
   assert.deepEqual(inline, ["ghost"]);
   assert.equal(done, 2);
   await assert.rejects(
-    mw.provideCodeActions("doc", "range", {}, token, async () => {
+    mw.provideCodeActions("doc", { isEmpty: false }, {}, token, async () => {
       throw new Error("cancelled");
     }),
     /cancelled/,
@@ -48,4 +48,33 @@ test("middleware forwards requests and reports when each finished, even on failu
     async () => [{ device: "cpu", statusRefreshMs: 5 }],
   );
   assert.deepEqual(cfg, [{ device: "cpu" }]);
+});
+
+test("Repair this block is asked for only with a selection or one of our diagnostics", async () => {
+  const empty = { isEmpty: true };
+  const ours = { source: "diffusion-lsp", message: "syntax error: expected ':'" };
+  const other = { source: "pyright", message: "x is not defined" };
+  assert.equal(wantsRepairAction({ isEmpty: false }, { diagnostics: [] }), true);
+  assert.equal(wantsRepairAction(empty, { diagnostics: [ours] }), true);
+  assert.equal(wantsRepairAction(empty, { diagnostics: [] }), false);
+  assert.equal(wantsRepairAction(empty, { diagnostics: [other] }), false);
+  assert.equal(wantsRepairAction(empty, undefined), false);
+
+  let asked = 0;
+  const mw = createMiddleware(() => undefined) as any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const token = { isCancellationRequested: false };
+  const next = async () => {
+    asked += 1;
+    return ["Repair this block"];
+  };
+  // the lightbulb on a clean line: the server is not even asked, nothing is shown
+  assert.deepEqual(await mw.provideCodeActions("doc", empty, { diagnostics: [other] }, token, next), []);
+  assert.equal(asked, 0);
+  assert.deepEqual(await mw.provideCodeActions("doc", empty, { diagnostics: [ours] }, token, next), [
+    "Repair this block",
+  ]);
+  assert.deepEqual(await mw.provideCodeActions("doc", { isEmpty: false }, {}, token, next), [
+    "Repair this block",
+  ]);
+  assert.equal(asked, 2);
 });

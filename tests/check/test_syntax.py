@@ -1,0 +1,185 @@
+"""Syntax errors are always findings, and a repair is offered only when the file parses
+with it (issue 20, items 1 and 2)."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from diffusion_core.testing import make_tiny_model_dir
+from lsp_server import syntax_repair
+from lsp_server.check.analyze import check_text
+from lsp_server.syntax import BlockSplice, offset_at, python_error, python_parses
+from lsp_server.syntax_repair import Candidate, choose, verified_repair
+from tests.check.conftest import check
+from tests.check.fakes import PlantedFactory, PlantedRepairer
+from tests.check.sarif_check import validate
+
+BAD = "def f(x)\n    return x + 1\n"
+NO_PLANTS = PlantedFactory(plants=())
+COLON = PlantedFactory(plants=(("def f(x)\n", "def f(x):\n", 0.8),))
+NOT_A_FIX = PlantedFactory(plants=(("def f(x)\n", "def f(x) =\n", 0.99),))
+
+
+def _bad(tmp_path: Path) -> Path:
+    (tmp_path / "bad.py").write_text(BAD)
+    return tmp_path
+
+
+@pytest.mark.parametrize("factory", [NO_PLANTS, NOT_A_FIX], ids=["no-proposal", "bad-proposal"])
+def test_unrepaired_syntax_error_is_a_finding_in_every_format(tmp_path, factory):
+    root = _bad(tmp_path)
+    doc = check(root, "--format", "json", factory=factory)
+    assert doc.code == 1, doc.err
+    (f,) = doc.json["findings"]
+    assert (f["rule_id"], f["path"], f["line"], f["column"]) == ("DL001", "bad.py", 1, 9)
+    assert f["message"].startswith("syntax error: expected ':'")
+    assert f["replacement"] is None and f["suggestion"] is None  # nothing that does not parse
+
+    text = check(root, factory=factory)
+    assert text.code == 1
+    assert text.out.startswith("bad.py:1:9: DL001 syntax-error syntax error: expected ':'")
+
+    jl = check(root, "--format", "jsonl", factory=factory)
+    assert jl.code == 1
+    (row,) = [json.loads(x) for x in jl.out.splitlines()]
+    assert (row["type"], row["rule_id"], row["line"]) == ("finding", "DL001", 1)
+
+    gh = check(root, "--format", "github", factory=factory)
+    assert gh.code == 1
+    assert gh.out.startswith("::error file=bad.py,line=1,endLine=1,col=9,endColumn=9,title=DL001 syntax-error::")
+
+    sarif = check(root, "--format", "sarif", factory=factory)
+    assert sarif.code == 1
+    log = json.loads(sarif.out)
+    validate(log)
+    (res,) = log["runs"][0]["results"]
+    assert res["ruleId"] == "DL001" and res["level"] == "error"
+    assert res["locations"][0]["physicalLocation"]["region"]["startLine"] == 1
+    assert "fixes" not in res
+
+    fix = check(root, "--fix", factory=factory)
+    assert fix.code == 1  # the finding is left: nothing to apply
+    assert (root / "bad.py").read_text() == BAD
+
+
+def test_repaired_syntax_error_carries_its_fix_in_every_format(tmp_path):
+    root = _bad(tmp_path)
+    f = check(root, "--format", "json", factory=COLON).json["findings"][0]
+    assert (f["line"], f["column"]) == (1, 9)
+    assert f["suggestion"] == {"line": 1, "column": 9, "end_line": 1, "end_column": 9,
+                               "original": "", "replacement": ":"}
+    assert "fix: insert ':'" in f["message"]
+    text = check(root, factory=COLON).out
+    assert "    +def f(x):\n" in text  # the suggestion as a diff
+    gh = check(root, "--format", "github", factory=COLON).out
+    assert "%0Asuggested fix at 1:9-1:9: replace '' with ':'" in gh
+    log = json.loads(check(root, "--format", "sarif", factory=COLON).out)
+    validate(log)
+    (res,) = log["runs"][0]["results"]
+    (rep,) = res["fixes"][0]["artifactChanges"][0]["replacements"]
+    assert rep["deletedRegion"] == {"startLine": 1, "startColumn": 9, "endLine": 1, "endColumn": 9}
+    assert rep["insertedContent"]["text"] == ":"
+    run = check(root, "--fix", factory=COLON)
+    assert run.code == 0, run.err
+    assert (root / "bad.py").read_text() == "def f(x):\n    return x + 1\n"
+
+
+def test_every_broken_block_is_reported_and_an_error_outside_blocks_too():
+    text = "def f(x)\n    return x\n\n\ndef g(y):\n    return (y\n\n\nz = 1\n"
+    out = check_text(text, "t.py", "python", PlantedRepairer(plants=()), 0.9)
+    assert [(f.rule_id, f.line) for f in out.findings] == [("DL001", 1), ("DL001", 6)]
+    assert out.unrepaired_syntax_errors == 2
+    # a lone closing bracket at the end: still exactly one finding at CPython's place
+    out = check_text("x = 1\n)\n", "t.py", "python", PlantedRepairer(plants=()), 0.9)
+    assert [(f.rule_id, f.line, f.column) for f in out.findings] == [("DL001", 2, 1)]
+
+
+def test_python_error_columns_count_code_points():
+    p = python_error('é = "é" +\n')
+    assert (p.line, p.column) == (0, 9) and p.message == "invalid syntax"
+    assert python_error("x = 1\n") is None
+
+
+def test_splice_judges_one_block_with_the_others_stubbed():
+    text = "def f(x)\n    return x\n\ndef g(:\n    pass\n"
+    spans = [(0, 20), (21, len(text))]
+    sp = BlockSplice(text, spans, {0, 1})
+    assert sp.validator(0)("def f(x):\n    return x\n")
+    assert not sp.validator(0)("def f(x)\n    return x\n")
+    a, b, p = sp.own_error(1)
+    assert spans[1][0] <= a <= b < spans[1][1] and text.count("\n", 0, a) == 3
+    assert p.message
+    assert sp.own_error(0)[2].message == "expected ':'"
+
+
+def test_choose_smallest_edit_among_the_most_likely():
+    a = Candidate("a", "insert", 1, score=-10.0)
+    b = Candidate("b", "model", 9, score=-9.5)  # best score, bigger edit
+    c = Candidate("c", "delete", 1, score=-30.0)  # small but unlikely
+    chosen, conf = choose([a, b, c])
+    assert chosen is a
+    assert 0.0 < conf < 0.5
+    chosen, _ = choose([a, b, c], margin=0.1)
+    assert chosen is b
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tmp_path_factory):
+    from diffusion_core.engine import Engine
+
+    return Engine.from_path(make_tiny_model_dir(tmp_path_factory.mktemp("m") / "tiny"))
+
+
+def _error_at(block: str):
+    sp = BlockSplice(block, [(0, len(block))], {0})
+
+    def error_at(candidate: str):
+        p = python_error(sp.assemble(0, candidate))
+        return None if p is None else offset_at(candidate, p.line, p.column)
+
+    return error_at
+
+
+def test_verified_repair_offers_only_parsing_candidates(tiny_engine):
+    res = verified_repair(tiny_engine, "", BAD, "x = f(1)\n", _error_at(BAD), [(8, 8)])
+    assert res.tried > 0
+    assert all(python_parses(c.text) for c in res.ranked)
+    if res.text is not None:
+        ast.parse(res.text)
+
+
+def test_verified_repair_model_fills_the_slot_and_the_parser_filters(tiny_engine, monkeypatch):
+    """The slot predictions are planted (a random tiny model knows no Python): the likeliest
+    slot fillers that do not parse are dropped, and the one that parses is chosen."""
+    tok = tiny_engine.tokenizer
+    fillers = [t for t in (tok.encode("("), tok.encode("="), tok.encode(":")) if len(t) == 1]
+    assert len(fillers) == 3
+
+    def planted(model, cache, canvases, slots, **kw):
+        return [[(f[0], -0.1 * i) for i, f in enumerate(fillers)] for _ in canvases]
+
+    monkeypatch.setattr(syntax_repair, "slot_predictions", planted)
+    res = verified_repair(tiny_engine, "", BAD, "", _error_at(BAD), [(8, 8)],
+                          use_model_proposal=False)
+    assert res.text == "def f(x):\n    return x + 1\n"
+    assert res.source == "insert"
+    assert res.tried > res.parsed >= 1
+
+
+def test_two_edits_when_one_is_not_enough(tiny_engine, monkeypatch):
+    block = "def f(x\n    return x + 1\n"  # needs ")" and ":"
+    tok = tiny_engine.tokenizer
+    fillers = [tok.encode(")")[0], tok.encode(":")[0]]
+
+    def planted(model, cache, canvases, slots, **kw):
+        return [[(t, -0.1 * i) for i, t in enumerate(fillers)] for _ in canvases]
+
+    monkeypatch.setattr(syntax_repair, "slot_predictions", planted)
+    res = verified_repair(tiny_engine, "", block, "", _error_at(block), [(5, 7)],
+                          use_model_proposal=False)
+    assert res.text is not None and python_parses(res.text)
+    assert res.source.count("+") == 1  # two single-token edits
