@@ -151,7 +151,10 @@ def run_repair(args: argparse.Namespace) -> int:
         return 2
     engine = _engine(args)
     try:
-        res = jobs.run_repair(engine, text, args.start_line - 1, args.end_line - 1)
+        from lsp_server.blocks import language_of
+
+        res = jobs.run_repair(engine, text, args.start_line - 1, args.end_line - 1,
+                              language=language_of(str(args.file)))
     except ValueError as e:  # block longer than the repair limit
         print(f"diffusion-lsp: {e}", file=sys.stderr)
         return 2

@@ -3,7 +3,9 @@
 Features: incremental document sync (UTF-16 by default, UTF-8/UTF-32 when the client
 offers them), `textDocument/completion`, `textDocument/inlineCompletion` (ghost text),
 `textDocument/codeAction` "Repair this block" (refactor.rewrite, or quickfix where the
-block has a syntax error) with `codeAction/resolve`, and the commands
+block has a syntax error) with `codeAction/resolve`, syntax-error diagnostics
+(`textDocument/publishDiagnostics`, debounced after didOpen/didChange, computed off the
+model worker; see `diagnostics.py`), and the commands
 `diffusion-lsp.status` and `diffusion-lsp.documentState` (version and hash of the
 server's copy of a document).
 
@@ -15,6 +17,12 @@ answer: a result, an empty result (superseded, stale version, model unavailable)
 JSON-RPC error (RequestCancelled; InvalidParams for a document that is not open;
 RequestFailed when the job itself fails). Malformed messages, requests before
 `initialize` and after `shutdown` are answered by `rpc.RobustProtocol`.
+
+"Repair this block" is offered on a selection, as the quick fix of a diagnostic (or of a
+syntax error at the cursor), or when the user invokes code actions explicitly
+(triggerKind Invoked), not for the automatic lightbulb on every line. For a Python
+block with a syntax error the edit is parser-verified (`syntax_repair`): no edit rather
+than one that does not parse.
 
 Repair runs lazily when the client supports `codeAction/resolve` of `edit`: listing the
 action is cheap (tree-sitter + tokenizer only), the model runs in resolve, when the user
@@ -43,7 +51,7 @@ from diffusion_core.checkpoint import ModelLoadError
 from diffusion_core.config import SamplerConfig
 from diffusion_core.engine import MAX_REPAIR_TOKENS, Engine
 from diffusion_core.sampler import Cancelled
-from lsp_server import jobs, rpc
+from lsp_server import diagnostics, jobs, rpc
 from lsp_server.blocks import language_of
 from lsp_server.documents import DocumentNotOpen, DocumentStore, Snapshot
 from lsp_server.edits import Edit
@@ -126,20 +134,24 @@ class DiffusionLanguageServer(LanguageServer):
         self._initialized = False
         self._load_pending = False
         self._progress_n = 0
+        self._load_gen = 0  # the latest model load; older ones may not set the engine
+        self.client_gone = False  # the session's read loop has ended (see `_serve`)
+        self._model_lock = threading.Lock()
+        self.debouncer = diagnostics.Debouncer()
         logging.getLogger("pygls.protocol.json_rpc").addFilter(_QuietExpectedErrors())
 
     def start_io(self, stdin=None, stdout=None) -> None:
         """Serve stdio with `rpc.serve` (framing that recovers, an answer for every
         request). When the client goes away, running jobs are cancelled so the process
         exits at once; `exit` without `shutdown` exits with code 1."""
-        from pygls.io_ import StdinAsyncReader, StdoutWriter
+        from pygls.io_ import StdoutWriter
 
         self._stop_event = threading.Event()
-        reader = StdinAsyncReader(stdin or sys.stdin.buffer, self.thread_pool)
+        reader = rpc.StdinReader(stdin or sys.stdin.buffer, self.thread_pool)
         self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
         code = 0
         try:
-            asyncio.run(rpc.serve(self._stop_event, reader, self.protocol))
+            asyncio.run(self._serve(reader))
             log.info("the client closed the connection")
         except BrokenPipeError:
             log.error("connection to the client is lost; shutting down")
@@ -151,6 +163,14 @@ class DiffusionLanguageServer(LanguageServer):
             self._end_session()
         if code:
             raise SystemExit(code)
+
+    async def _serve(self, reader) -> None:
+        try:
+            await rpc.serve(self._stop_event, reader, self.protocol)
+        finally:
+            # From here on (jobs cancelled as the loop ends, the session's teardown) a log
+            # line cannot reach the client: it must go to stderr (`log_line`).
+            self.client_gone = True
 
     def _end_session(self) -> None:
         """After the client is gone (stdio or TCP): stop the model worker, then pygls."""
@@ -176,7 +196,7 @@ class DiffusionLanguageServer(LanguageServer):
                 busy = True
                 self.protocol.set_writer(writer)
                 try:
-                    await rpc.serve(self._stop_event, rpc.StreamReaderAdapter(reader), self.protocol)
+                    await self._serve(rpc.StreamReaderAdapter(reader))
                     log.info("the client closed the connection")
                 except (ConnectionError, BrokenPipeError):
                     log.error("connection to the client is lost; shutting down")
@@ -202,10 +222,13 @@ class DiffusionLanguageServer(LanguageServer):
 
     # -- messages -------------------------------------------------------------------
     def log_line(self, level: str, message: str) -> None:
-        """window/logMessage, filtered by the logLevel setting (and the Python log)."""
-        log.log(logging.getLevelName(level.upper()), message)
+        """window/logMessage, filtered by the logLevel setting (and the Python log; the
+        record says it reached the client: `serve` over stdio keeps those off stderr, which
+        the editor logs again, as errors)."""
         order = list(_LEVELS)
-        if order.index(level) <= order.index(self.settings.log_level):
+        sent = not self.client_gone and order.index(level) <= order.index(self.settings.log_level)
+        log.log(logging.getLevelName(level.upper()), message, extra={"sent_to_client": sent})
+        if sent:
             self.window_log_message(t.LogMessageParams(type=_LEVELS[level], message=message))
 
     def show(self, level: str, message: str) -> None:
@@ -219,7 +242,8 @@ class DiffusionLanguageServer(LanguageServer):
         old, self.settings = self.settings, new
         reload = (new.model_path, new.device) != (old.model_path, old.device)
         # (sampler settings reach the engine in `current_engine`, even during a load)
-        cache_changed = (new.cache_budget_mb, new.cache_dir) != (old.cache_budget_mb, old.cache_dir)
+        cache = ("cache_budget_mb", "cache_dir", "cache_dir_max_mb", "cache_dir_max_age_days")
+        cache_changed = any(getattr(new, k) != getattr(old, k) for k in cache)
         if not reload and self.engine is not None and cache_changed:
             self.store = self._make_store(self.engine)
         logging.getLogger("lsp_server").setLevel(new.log_level.upper())
@@ -247,8 +271,12 @@ class DiffusionLanguageServer(LanguageServer):
         param = next(engine.model.parameters())
         dtype, device = param.dtype, param.device  # restored spills go where the model is
         try:
-            return DocumentCacheStore(model_hash=engine.model_hash, budget_bytes=budget,
-                                      spill_dir=s.cache_dir, dtype=dtype, device=device)
+            store = DocumentCacheStore(
+                model_hash=engine.model_hash, budget_bytes=budget, spill_dir=s.cache_dir,
+                dtype=dtype, device=device, spill_max_bytes=int(s.cache_dir_max_mb * 2**20),
+                spill_max_age_s=s.cache_dir_max_age_days * 86400)
+            self._pending_messages.extend((t.MessageType.Warning, w) for w in store.warnings)
+            return store
         except (OSError, ValueError) as e:
             self._pending_messages.append((t.MessageType.Warning, (
                 f"cache directory {s.cache_dir!r} is unusable ({e}); caching in memory only")))
@@ -260,10 +288,17 @@ class DiffusionLanguageServer(LanguageServer):
             self.window_show_message(t.ShowMessageParams(type=kind, message=f"diffusion-lsp: {msg}"))
         self._pending_messages.clear()
 
-    def _load_job(self, path: str | None, device: str) -> tuple[str | None, float]:
-        """Runs in the worker, so jobs queued behind it already see the new engine."""
+    def _load_job(self, gen: int, path: str | None, device: str) -> tuple[str | None, float] | None:
+        """Runs in the worker, so jobs queued behind it already see the new engine.
+
+        Only the latest load (`gen`) may set the engine or `load_error`: switching to a
+        good model and then to a broken one left the good one serving under the broken
+        one's name (and its error); the other order left a stale error. A superseded
+        load returns None (and is skipped if it has not started)."""
         import torch
 
+        if gen != self._load_gen:
+            return None
         note = None
         if device.startswith("cuda") and not torch.cuda.is_available():
             note = f"device {device!r} is not available here; using cpu"
@@ -272,18 +307,27 @@ class DiffusionLanguageServer(LanguageServer):
         try:
             engine = Engine.from_path(path, device=device, sampler=self._sampler())
         except Exception as e:
-            self.load_error = str(e) if isinstance(e, ModelLoadError) else f"{type(e).__name__}: {e}"
+            with self._model_lock:
+                if gen != self._load_gen:
+                    return None
+                self.load_error = str(e) if isinstance(e, ModelLoadError) else f"{type(e).__name__}: {e}"
             raise
-        self.store = self._make_store(engine)
-        self.engine = engine
+        store = self._make_store(engine)
+        with self._model_lock:
+            if gen != self._load_gen:
+                return None
+            self.store, self.engine, self.load_error = store, engine, None
         return note, (time.perf_counter() - t0) * 1000
 
     def start_load(self) -> asyncio.Future:
         """Queue the model load in the worker (first in line) and report its outcome."""
         s = self.settings
-        self.engine, self.store, self.load_error = None, None, None
+        with self._model_lock:
+            self._load_gen += 1
+            gen = self._load_gen
+            self.engine, self.store, self.load_error = None, None, None
         self._load_pending = False
-        fut, _ = self.worker.submit(lambda _tok: self._load_job(s.model_path, s.device),
+        fut, _ = self.worker.submit(lambda _tok: self._load_job(gen, s.model_path, s.device),
                                     label="load model")
         self._loading = asyncio.wrap_future(fut)
         self._load_done = asyncio.ensure_future(self._finish_load(self._loading, s))
@@ -291,7 +335,10 @@ class DiffusionLanguageServer(LanguageServer):
 
     async def _finish_load(self, loading: asyncio.Future, s: Settings) -> str:
         try:
-            note, ms = await loading
+            outcome = await loading
+            if outcome is None:  # a newer load replaced this one
+                return "model replaced"
+            note, ms = outcome
         except ModelLoadError as e:
             self.show("error", f"diffusion-lsp: cannot load the model: {e}. Completion and repair "
                       f"are off until {SECTION}.modelPath points to a valid model directory.")
@@ -369,7 +416,10 @@ class DiffusionLanguageServer(LanguageServer):
                                        cancel=token)
 
         try:
-            res = await self.worker.run(job, key=("complete", uri), label=f"{what} [{rid}] {uri}")
+            # One key per kind: automatic ghost text never supersedes a completion the user
+            # asked for (or the other way round); a newer request of the same kind does.
+            kind = "complete" if what == "completion" else "inline"
+            res = await self.worker.run(job, key=(kind, uri), label=f"{what} [{rid}] {uri}")
         except asyncio.CancelledError:
             self.metrics.cancelled += 1
             self.log_line("info", f"[{rid}] {what} cancelled by the client after "
@@ -422,7 +472,8 @@ class DiffusionLanguageServer(LanguageServer):
             engine = self.current_engine()
             if engine is None:
                 raise ModelLoadError(self.load_error or "no model loaded")
-            return jobs.run_repair(engine, snap.text, start_line, end_line, cancel=token)
+            return jobs.run_repair(engine, snap.text, start_line, end_line, cancel=token,
+                                   language=snap.language)
 
         try:
             res = await self.worker.run(job, key=("repair", uri), label=f"repair {uri}")
@@ -447,6 +498,32 @@ class DiffusionLanguageServer(LanguageServer):
                       f"{res.start_line + 1}-{res.end_line + 1}")
             return empty
         return self.workspace_edit(snap, res.edits)
+
+    def schedule_diagnostics(self, uri: str) -> None:
+        """Publish the document's syntax errors once typing pauses (debounced)."""
+        self.debouncer.schedule(uri, lambda: self.publish_diagnostics(uri))
+
+    def lsp_diagnostic(self, snap: Snapshot, d: diagnostics.SyntaxDiagnostic) -> t.Diagnostic:
+        return t.Diagnostic(
+            range=self.lsp_range(snap, d.start, d.end), message=d.message,
+            severity=t.DiagnosticSeverity.Error, source=diagnostics.SOURCE, code=d.code,
+            data={"startLine": d.block_start_line, "endLine": d.block_end_line},
+        )
+
+    async def publish_diagnostics(self, uri: str) -> None:
+        """Syntax errors of the current text, computed off the event loop and off the model
+        worker (completion never waits for them); dropped if the document moved on."""
+        snap = self.docs.get(uri)
+        if snap is None:
+            return
+        text = jobs.clean(snap.text)
+        found = await diagnostics.in_daemon_thread(diagnostics.syntax_diagnostics, text,
+                                                   snap.language)
+        now = self.docs.get(uri)
+        if now is None or now.version != snap.version:
+            return
+        self.text_document_publish_diagnostics(t.PublishDiagnosticsParams(
+            uri=uri, version=snap.version, diagnostics=[self.lsp_diagnostic(snap, d) for d in found]))
 
     def workspace_edit(self, snap: Snapshot, edits: list[Edit]) -> t.WorkspaceEdit:
         text_edits = [t.TextEdit(range=self.lsp_range(snap, e.start, e.end), new_text=e.new_text)
@@ -498,6 +575,14 @@ def _documentation(ls: DiffusionLanguageServer, language: str, code: str):
     return None
 
 
+def _echo(d: t.Diagnostic) -> t.Diagnostic:
+    """A client's diagnostic, fit to send back in `CodeAction.diagnostics` (the decoded one
+    may carry its severity as a plain int, which does not serialise)."""
+    sev = t.DiagnosticSeverity(int(d.severity)) if d.severity is not None else None
+    return t.Diagnostic(range=d.range, message=d.message, severity=sev, code=d.code,
+                        source=d.source, data=d.data)
+
+
 def _lines_of_range(r: t.Range) -> tuple[int, int]:
     start, end = r.start.line, r.end.line
     if end > start and r.end.character == 0:
@@ -545,6 +630,7 @@ def build_server(base_settings: Settings | None = None) -> DiffusionLanguageServ
     def did_open(ls: DiffusionLanguageServer, params: t.DidOpenTextDocumentParams) -> None:
         d = params.text_document
         ls.docs.open(d.uri, d.text, d.version, language_of(d.language_id or d.uri))
+        ls.schedule_diagnostics(d.uri)
 
     @server.feature(t.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: DiffusionLanguageServer, params: t.DidChangeTextDocumentParams) -> None:
@@ -564,12 +650,15 @@ def build_server(base_settings: Settings | None = None) -> DiffusionLanguageServ
             return
         # Results for the old text would be dropped anyway: stop computing them.
         ls.worker.cancel_matching(lambda k: k[1] == uri, "document changed")
+        ls.schedule_diagnostics(uri)
 
     @server.feature(t.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: DiffusionLanguageServer, params: t.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
         ls.docs.close(uri)
         ls.worker.cancel_matching(lambda k: k[1] == uri, "document closed")
+        ls.debouncer.cancel(uri)
+        ls.text_document_publish_diagnostics(t.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
         if ls.store is not None:
             ls.store.close(uri)
 
@@ -624,26 +713,37 @@ def build_server(base_settings: Settings | None = None) -> DiffusionLanguageServ
         r = params.range
         engine = ls.engine
         text = jobs.clean(snap.text)  # the same offsets, without lone surrogates
+        # Offered on an explicit selection, as the quick fix of one of our diagnostics (or
+        # of a syntax error at the cursor the client has not been told about yet), or when
+        # the user asked (triggerKind Invoked); never on every line for the lightbulb.
+        ours = [d for d in params.context.diagnostics or []
+                if d.source == diagnostics.SOURCE and d.code == diagnostics.SYNTAX_CODE]
+        line = ours[0].range.start.line if ours and r.start == r.end else r.start.line
         if r.start != r.end:
             start_line, end_line = _lines_of_range(r)
         elif engine is not None:
-            b = jobs.choose_repair_block(engine, text, r.start.line, snap.language)
+            b = jobs.choose_repair_block(engine, text, line, snap.language)
             start_line, end_line = b.start_line, b.end_line
         else:  # still loading: no tokenizer to measure blocks with
             from lsp_server.blocks import enclosing_block
 
-            b = enclosing_block(text, r.start.line, snap.language)
+            b = enclosing_block(text, line, snap.language)
             start_line, end_line = b.start_line, b.end_line
         from lsp_server.blocks import Block
 
         block = Block(start_line, end_line, "range")
         quick = jobs.block_has_error(text, block, snap.language)
+        invoked = params.context.trigger_kind == t.CodeActionTriggerKind.Invoked
+        if r.start == r.end and not ours and not quick and not invoked:
+            return []
         kind = t.CodeActionKind.QuickFix if quick else t.CodeActionKind.RefactorRewrite
         only = params.context.only
         if only and not any(str(kind.value).startswith(str(getattr(o, "value", o))) for o in only):
             return []
+        fixes = [_echo(d) for d in ours if start_line <= d.range.start.line <= end_line]
         action = t.CodeAction(
             title=REPAIR_TITLE, kind=kind, is_preferred=quick or None,
+            diagnostics=fixes or None,
             data={"uri": snap.uri, "version": snap.version,
                   "startLine": start_line, "endLine": end_line},
         )
@@ -674,6 +774,8 @@ def build_server(base_settings: Settings | None = None) -> DiffusionLanguageServ
             raise JsonRpcInvalidParams(message="codeAction/resolve: not a diffusion-lsp action "
                                        "(data must carry uri, startLine, endLine)") from None
         action.edit = await ls.repair_edit(uri, version, start, end)
+        if action.diagnostics:
+            action.diagnostics = [_echo(d) for d in action.diagnostics]
         return action
 
     @server.command(STATUS_COMMAND)

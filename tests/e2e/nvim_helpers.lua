@@ -23,17 +23,40 @@ function E2E.setup(plugin_dir, cmd, settings)
   }
 end
 
---- Records every answer the client gets, per method (the real handlers still run).
+E2E.sent = {} -- method -> request ids, in order
+E2E.cancelled = {} -- request ids the client cancelled
+E2E.hold = false -- true: inlineCompletion answers wait in E2E.held until released
+E2E.held = {} -- request id -> function delivering the answer
+
+--- Records every request and answer, per method (the real handlers still run), and every
+--- $/cancelRequest.
 local function record(client)
   local request = client.request
   client.request = function(self, method, params, handler, bufnr)
-    return request(self, method, params, function(err, result, ctx, config)
+    local id
+    local ok, rid = request(self, method, params, function(err, result, ctx, config)
       E2E.responses[method] = E2E.responses[method] or {}
-      table.insert(E2E.responses[method], { err = err, result = result })
-      if handler then
-        return handler(err, result, ctx, config)
+      table.insert(E2E.responses[method], { err = err, result = result, id = id })
+      local function deliver()
+        if handler then
+          return handler(err, result, ctx, config)
+        end
       end
+      if method == 'textDocument/inlineCompletion' and E2E.hold then
+        E2E.held[id] = deliver
+        return
+      end
+      return deliver()
     end, bufnr)
+    id = rid
+    E2E.sent[method] = E2E.sent[method] or {}
+    table.insert(E2E.sent[method], rid)
+    return ok, rid
+  end
+  local cancel = client.cancel_request
+  client.cancel_request = function(self, rid)
+    table.insert(E2E.cancelled, rid)
+    return cancel(self, rid)
   end
 end
 
@@ -165,5 +188,138 @@ function E2E.offer(result, start_col)
     words = vim.tbl_map(function(i)
       return i.word
     end, items),
+  }
+end
+
+--- Like a user's config: the plugin on the runtime path, then `setup({})` with nothing in
+--- it (the default command from PATH, the default model). Records every vim.notify.
+function E2E.setup_empty(plugin_dir)
+  vim.opt.rtp:prepend(plugin_dir)
+  vim.cmd('filetype on')
+  E2E.notes = {}
+  local notify = vim.notify
+  vim.notify = function(msg, level, o)
+    table.insert(E2E.notes, { msg = tostring(msg), level = level or vim.log.levels.INFO })
+    return notify(msg, level, o)
+  end
+  vim.lsp.log.set_level('info') -- the server's info lines reach the LSP log
+  dl = require('diffusion_lsp')
+  dl.setup({})
+  return { enabled = vim.lsp.is_enabled(dl.NAME), cmd = dl.server_cmd() }
+end
+
+--- What the user saw: the message history (showMessage lands there), the notifications,
+--- and whether Neovim waits for a key (a Press-ENTER prompt).
+function E2E.messages()
+  return {
+    history = vim.api.nvim_exec2('messages', { output = true }).output,
+    notes = E2E.notes or {},
+    blocking = vim.api.nvim_get_mode().blocking,
+  }
+end
+
+--- :DiffusionRestart, then waits for a new, initialized client attached to the buffer.
+function E2E.restart(timeout)
+  local old = dl.get_client(0)
+  vim.cmd('DiffusionRestart')
+  local ok = vim.wait(timeout, function()
+    local c = dl.get_client(0)
+    return c ~= nil and c ~= old and c.initialized == true
+  end, 10)
+  local client = dl.get_client(0)
+  if client and client ~= old then
+    record(client)
+  end
+  return { ok = ok, new = client ~= nil and client ~= old }
+end
+
+--- The lines of the LSP log (vim.lsp.log), where window/logMessage and stderr both go.
+function E2E.lsp_log()
+  local ok, lines = pcall(vim.fn.readfile, vim.lsp.log.get_filename())
+  return ok and lines or {}
+end
+
+-- Ghost text (the plugin's own, Neovim 0.11) ---------------------------------------------
+
+--- The ghost-text extmarks of the current buffer: position, inline text, lines below.
+function E2E.ghost()
+  local g = require('diffusion_lsp.ghost')
+  local out = {}
+  for _, m in ipairs(vim.api.nvim_buf_get_extmarks(0, g.ns, 0, -1, { details = true })) do
+    local d = m[4]
+    local below = {}
+    for _, chunks in ipairs(d.virt_lines or {}) do
+      table.insert(below, table.concat(vim.tbl_map(function(c)
+        return c[1]
+      end, chunks)))
+    end
+    table.insert(out, {
+      row = m[2],
+      col = m[3],
+      text = d.virt_text and d.virt_text[1][1] or '',
+      pos = d.virt_text_pos,
+      below = below,
+    })
+  end
+  return out
+end
+
+--- Waits until ghost text is drawn at (row, col) (0-based, bytes) or `cond` says so.
+function E2E.wait_ghost(row, col, timeout)
+  local g = require('diffusion_lsp.ghost')
+  local ok = vim.wait(timeout, function()
+    local shown = g.get(0)
+    return shown ~= nil and shown.row == row and shown.col == col
+  end, 10)
+  return { ok = ok, marks = E2E.ghost(), shown = g.get(0), state = E2E.state() }
+end
+
+--- Waits until no ghost text is drawn.
+function E2E.wait_no_ghost(timeout)
+  local ok = vim.wait(timeout, function()
+    return #E2E.ghost() == 0
+  end, 10)
+  return { ok = ok, state = E2E.state() }
+end
+
+function E2E.wait_sent(method, n, timeout)
+  local ok = vim.wait(timeout, function()
+    return #(E2E.sent[method] or {}) >= n
+  end, 10)
+  return { ok = ok, ids = E2E.sent[method] or {} }
+end
+
+function E2E.wait_cancelled(id, timeout)
+  return vim.wait(timeout, function()
+    return vim.list_contains(E2E.cancelled, id)
+  end, 10)
+end
+
+--- Delivers the held answer of request `id` (nil: all of them, and stops holding).
+function E2E.release(id)
+  if id == nil then
+    E2E.hold = false
+  end
+  local ids = id and { id } or vim.tbl_keys(E2E.held)
+  local n = 0
+  for _, rid in ipairs(ids) do
+    local deliver = E2E.held[rid]
+    if deliver then
+      E2E.held[rid] = nil
+      deliver()
+      n = n + 1
+    end
+  end
+  return n
+end
+
+function E2E.ghost_state()
+  local g = require('diffusion_lsp.ghost')
+  local s = g.state[vim.api.nvim_get_current_buf()]
+  return {
+    enabled = dl.is_enabled(),
+    timer_active = s ~= nil and s.timer:is_active(),
+    pending = s ~= nil and s.pending ~= nil,
+    shown = s ~= nil and s.shown ~= nil,
   }
 end

@@ -10,6 +10,7 @@ arrive, the completion menu offers the server's item, and after accepting it (an
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -249,3 +250,152 @@ def test_checkhealth_starts_the_server_and_reports_a_model_that_does_not_load(nv
     assert "OK server started in" in report, report
     assert "ERROR the model did not load" in report, report
     assert str(missing) in report
+
+
+def assert_nothing_shown(seen: dict) -> None:
+    """No showMessage (they land in :messages as `LSP[diffusion_lsp]...`), no warning or
+    error notification, no Press-ENTER prompt."""
+    assert "LSP[" not in seen["history"], seen["history"]
+    assert "diffusion" not in seen["history"].lower(), seen["history"]
+    assert [n for n in seen["notes"] if n["level"] >= 2] == [], seen["notes"]  # WARN = 3
+    assert not seen["blocking"], seen
+
+
+def test_setup_with_an_empty_table_starts_and_restarts_without_a_message(nvim, tmp_path):
+    """`require('diffusion_lsp').setup({})`, as docs/editors.md says: the default command
+    (`diffusion-lsp serve` from PATH) and the embedded model. The empty settings table must
+    reach the server as an object ({}), not a list ([]), at start and after a restart."""
+    path = tmp_path / "demo.py"
+    path.write_text(SOURCE)
+    setup = nvim.lua("return E2E.setup_empty(...)", str(PLUGIN_DIR))
+    assert setup["enabled"] and setup["cmd"][0] == "diffusion-lsp", setup
+    opened = nvim.lua("return E2E.open(...)", str(path), WAIT_MS, timeout=WAIT_MS / 1000 + 10)
+    assert opened["attached"], f"the server did not start\n{nvim.stderr_tail()}"
+    # the status answer comes after the settings were read (initialize, then the pull)
+    model = nvim.lua("return E2E.wait_model(...)", WAIT_MS, timeout=WAIT_MS / 1000 + 10)
+    assert model["ok"] and isinstance(model["status"]["model"], dict), model
+    assert_nothing_shown(nvim.lua("return E2E.messages()"))
+    # each server log line is in the LSP log once, at its level (not again from stderr,
+    # which Neovim logs as ERROR)
+    log = nvim.lua("return E2E.lsp_log()")
+    for needle in (": position encoding ", "settings: {"):
+        hits = [line for line in log if needle in line]
+        assert len(hits) == 1, (needle, hits)
+        assert hits[0].startswith("[INFO]") and "stderr" not in hits[0], hits
+
+    restarted = nvim.lua("return E2E.restart(...)", WAIT_MS, timeout=WAIT_MS / 1000 + 10)
+    assert restarted["ok"] and restarted["new"], restarted
+    model = nvim.lua("return E2E.wait_model(...)", WAIT_MS, timeout=WAIT_MS / 1000 + 10)
+    assert model["ok"] and isinstance(model["status"]["model"], dict), model
+    assert_nothing_shown(nvim.lua("return E2E.messages()"))
+
+
+INLINE = "textDocument/inlineCompletion"
+# ghost.lua's M.piece(text, 'word'), with Lua's %s and %w (ASCII) spelled out
+_S, _W = r"[ \t\n\v\f\r]", r"[A-Za-z0-9_]"
+WORD = re.compile(rf"{_S}*{_W}+|{_S}*[^A-Za-z0-9_ \t\n\v\f\r]+|{_S}+")
+
+
+def shown_as(text: str) -> str:
+    """Virtual text as Neovim keeps it: control characters but tab as ^X (^? for DEL)."""
+    return "".join(f"^{chr(ord(c) ^ 0x40)}" if (ord(c) < 0x20 and c != "\t") or c == "\x7f"
+                   else c for c in text)
+
+
+def test_ghost_text_as_you_type_in_neovim_011(nvim, model_dir, tmp_path):
+    """Neovim 0.11 has no vim.lsp.inline_completion: the plugin draws the server's
+    textDocument/inlineCompletion answer itself (extmarks), after a debounce; the next key
+    cancels the request in flight, Esc dismisses, <M-Right> accepts a word, <Tab> the rest."""
+    if nvim.lua("return vim.lsp.inline_completion ~= nil"):
+        pytest.skip("Neovim 0.12+: the built-in vim.lsp.inline_completion draws ghost text")
+    path = tmp_path / "demo.py"
+    start_editing(nvim, model_dir, path)
+    assert nvim.lua("return E2E.wait_model(...)", WAIT_MS, timeout=WAIT_MS / 1000 + 10)["ok"]
+    row, col = COMPLETE_AT[0] - 1, COMPLETE_AT[1]  # 0-based row
+
+    # -- the next key cancels the request in flight; its late answer is not drawn ------
+    nvim.lua("E2E.hold = true")
+    nvim.request("nvim_win_set_cursor", 0, list(COMPLETE_AT))
+    nvim.input("A")
+    sent = nvim.lua("return E2E.wait_sent(...)", INLINE, 1, WAIT_MS)
+    assert sent["ok"], sent
+    first = sent["ids"][0]
+    nvim.input("x")
+    assert nvim.lua("return E2E.wait_cancelled(...)", first, WAIT_MS)
+    nvim.input("<BS>")
+    nvim.lua("return E2E.release(...)", first)
+    assert nvim.lua("return E2E.ghost()") == []
+
+    # -- after the debounce, the answer for the cursor is drawn as virtual text ---------
+    nvim.lua("return E2E.release()")
+    shown = nvim.lua("return E2E.wait_ghost(...)", row, col, WAIT_MS, timeout=WAIT_MS / 1000 + 10)
+    assert shown["ok"], (shown, nvim.lua("return E2E.responses[...]", INLINE))
+    answer = nvim.lua("return E2E.responses[...]", INLINE)[-1]
+    assert answer.get("err") is None, answer
+    (item,) = answer["result"]["items"]
+    assert item["range"]["start"] == item["range"]["end"] == {"line": row, "character": col}
+    text = item["insertText"]
+    assert shown["shown"]["text"] == text
+    lines = text.split("\n")
+    (mark,) = shown["marks"]
+    assert (mark["row"], mark["col"]) == (row, col)
+    assert mark["text"] == shown_as(lines[0]) and mark["below"] == [shown_as(x) for x in lines[1:]]
+    if lines[0]:
+        assert mark["pos"] == "inline"
+    assert shown["state"]["lines"][row] == "    total = "  # nothing inserted yet
+    assert shown["state"]["mode"] == "i"
+
+    # -- Esc dismisses; back in insert mode at the same place it comes back -------------
+    nvim.input("<Esc>")
+    gone = nvim.lua("return E2E.wait_no_ghost(...)", WAIT_MS)
+    assert gone["ok"] and gone["state"]["mode"] == "n", gone
+    nvim.input("a")
+    again = nvim.lua("return E2E.wait_ghost(...)", row, col, WAIT_MS, timeout=WAIT_MS / 1000 + 10)
+    assert again["ok"] and again["shown"]["text"] == text, again
+    before = again["state"]
+
+    # -- <M-Right> accepts the next word, the rest stays; <Tab> accepts the rest --------
+    word = WORD.match(text).group(0)
+    rest = text[len(word):]
+    nvim.input("<M-Right>")
+    assert nvim.lua("return E2E.wait_tick(...)", before["tick"], WAIT_MS)
+    after = nvim.lua("return E2E.state()")
+    assert after["lines"] == apply_text_edits(before["lines"], [
+        {"range": item["range"], "newText": word}])
+    if rest.strip():
+        left = nvim.lua("return E2E.ghost_state()")
+        assert left["shown"], left
+        nvim.input("<Tab>")
+        assert nvim.lua("return E2E.wait_tick(...)", after["tick"], WAIT_MS)
+        after = nvim.lua("return E2E.state()")
+        assert after["lines"] == apply_text_edits(before["lines"], [
+            {"range": item["range"], "newText": text}])
+        end = lines[-1].encode()
+        assert after["cursor"] == [row + len(lines),
+                                   len(end) + (col if len(lines) == 1 else 0)]
+    assert after["mode"] == "i"
+
+    # -- the pieces of next word / next line ---------------------------------------------
+    pieces = nvim.lua("""local g = require('diffusion_lsp.ghost')
+        return { g.piece('  foo(bar)\\n  baz', 'word'), g.piece('(bar)\\n', 'word'),
+                 g.piece('foo(bar)\\n  baz', 'line'), g.piece('\\n  baz\\nq', 'line'),
+                 g.piece('a\\nb', 'all') }""")
+    assert pieces == ["  foo", "(", "foo(bar)", "\n  baz", "a\nb"]
+
+    # -- snoozed: a key sends nothing and draws nothing ----------------------------------
+    nvim.input("<Esc>")
+    assert nvim.lua("return E2E.wait_no_ghost(...)", WAIT_MS)["ok"]
+    nvim.request("nvim_command", "DiffusionSnooze 5")
+    status = nvim.lua("return E2E.ghost_state()")
+    assert not status["enabled"] and not status["pending"] and not status["timer_active"]
+    n = len(nvim.lua("return E2E.sent[...]", INLINE))
+    tick = nvim.lua("return vim.b.changedtick")
+    nvim.input("oz")
+    assert nvim.lua("return E2E.wait_tick(...)", tick, WAIT_MS)
+    status = nvim.lua("return E2E.ghost_state()")
+    assert not status["timer_active"] and not status["pending"] and not status["shown"], status
+    assert len(nvim.lua("return E2E.sent[...]", INLINE)) == n
+    assert "ghost text snoozed for 5 min" in nvim.lua("return require('diffusion_lsp')"
+                                                      ".short_status(nil)")
+    nvim.request("nvim_command", "DiffusionEnable")
+    assert nvim.lua("return E2E.ghost_state()")["enabled"]

@@ -29,6 +29,7 @@ export const COMMANDS = {
   restart: "diffusionLsp.restartServer",
   showOutput: "diffusionLsp.showOutput",
   refreshStatus: "diffusionLsp.refreshStatus",
+  toggleInline: "diffusionLsp.toggleInlineCompletion",
 } as const;
 
 const ACTIVE_CONTEXT_KEY = "diffusionLsp.active";
@@ -51,6 +52,7 @@ export class Controller implements vscode.Disposable {
       vscode.commands.registerCommand(COMMANDS.restart, () => this.restart()),
       vscode.commands.registerCommand(COMMANDS.showOutput, () => this.output.show(true)),
       vscode.commands.registerCommand(COMMANDS.refreshStatus, () => this.status.refresh()),
+      vscode.commands.registerCommand(COMMANDS.toggleInline, () => this.toggleInline()),
       vscode.workspace.onDidChangeConfiguration((e) => this.onConfigurationChanged(e)),
     );
   }
@@ -153,6 +155,16 @@ export class Controller implements vscode.Disposable {
       this.refreshTimer = undefined;
       void this.status.refresh();
     }, 250);
+  }
+
+  /** Ghost text on/off: flips the user setting `enableInlineCompletion`, which reaches the
+   *  running server as a configuration change (no restart). */
+  async toggleInline(): Promise<boolean> {
+    const config = vscode.workspace.getConfiguration(SECTION);
+    const on = !(config.get<boolean>("enableInlineCompletion") ?? true);
+    await config.update("enableInlineCompletion", on, vscode.ConfigurationTarget.Global);
+    void vscode.window.showInformationMessage(`Diffusion LSP: ghost text ${on ? "on" : "off"}`);
+    return on;
   }
 
   private onClientState(state: LspState): void {

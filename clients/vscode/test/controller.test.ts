@@ -127,6 +127,21 @@ test("setting changes go to the server; process settings restart it", async () =
   ctl.dispose();
 });
 
+test("the toggle command turns ghost text off and on in the running server", async () => {
+  mock.settings.set("diffusionLsp.statusRefreshMs", 0);
+  const { ctl, clients } = setup();
+  await ctl.start();
+  await mock.commands.get(COMMANDS.toggleInline)!();
+  assert.equal(mock.settings.get("diffusionLsp.enableInlineCompletion"), false);
+  const sent = clients[0].notifications.map((n) => n.params.settings.diffusionLsp);
+  assert.equal(sent.at(-1).enableInlineCompletion, false);
+  assert.deepEqual(mock.messages.at(-1), { level: "info", text: "Diffusion LSP: ghost text off" });
+  assert.equal(await ctl.toggleInline(), true);
+  assert.equal(clients[0].notifications.at(-1)!.params.settings.diffusionLsp.enableInlineCompletion, true);
+  assert.equal(clients.length, 1); // no restart
+  ctl.dispose();
+});
+
 test("the repair command needs an editor and a running server", async () => {
   const { ctl } = setup();
   assert.equal(await ctl.repair(), undefined); // no editor

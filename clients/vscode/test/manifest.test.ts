@@ -40,3 +40,14 @@ test("commands and the repair keybinding are contributed", () => {
   );
   assert.equal(manifest.main, "./dist/extension.js");
 });
+
+test("the README installs the CPU torch build before the server", () => {
+  const readme = fs.readFileSync(path.join(__dirname, "..", "..", "README.md"), "utf8");
+  const installs = readme.split("\n").filter((line) => line.trimStart().startsWith("pip install"));
+  // an unpinned torch (pulled in by `pip install diffusion-lsp`) brings GBs of CUDA
+  assert.match(installs[0] ?? "", /^pip install torch==\d+\.\d+\.\d+(\s|$)/);
+  const root = fs.readFileSync(path.join(__dirname, "..", "..", "..", "..", "README.md"), "utf8");
+  const pin = /pip install (torch==[\d.]+)/.exec(root);
+  assert.ok(pin, "the repository README pins torch");
+  assert.ok(installs[0].includes(pin[1]), `${installs[0]} vs ${pin[1]}`);
+});

@@ -205,7 +205,7 @@ function M.check()
   if plugin.has_inline_completion() then
     h.ok('ghost text: vim.lsp.inline_completion is available')
   else
-    h.info('ghost text needs Neovim 0.12+ (vim.lsp.inline_completion); completion items still work')
+    h.ok('ghost text: drawn by the plugin (Neovim 0.11 has no vim.lsp.inline_completion)')
   end
 
   h.start('diffusion-lsp: configuration')

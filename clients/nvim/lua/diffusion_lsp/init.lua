@@ -1,7 +1,8 @@
 --- diffusion-lsp for Neovim 0.11+: starts `diffusion-lsp serve` through vim.lsp.config /
---- vim.lsp.enable, turns on LSP completion (vim.lsp.completion), ghost text
---- (vim.lsp.inline_completion, Neovim 0.12+), and adds :DiffusionRepair, :DiffusionStatus,
---- :DiffusionRestart and a repair mapping.
+--- vim.lsp.enable, turns on LSP completion (vim.lsp.completion), ghost text as you type
+--- (vim.lsp.inline_completion on Neovim 0.12+, the plugin's own extmarks on 0.11:
+--- diffusion_lsp/ghost.lua), and adds :DiffusionRepair, :DiffusionStatus, :DiffusionRestart,
+--- :DiffusionEnable, :DiffusionDisable, :DiffusionToggle, :DiffusionSnooze and mappings.
 ---
 ---   require('diffusion_lsp').setup({
 ---     cmd = { 'diffusion-lsp', 'serve' },
@@ -26,6 +27,8 @@ M.SERVER_SETTING_KEYS = {
   'tokenHealing',
   'cacheBudgetMb',
   'cacheDir',
+  'cacheDirMaxMb',
+  'cacheDirMaxAgeDays',
   'enableCompletion',
   'enableInlineCompletion',
   'enableRepair',
@@ -34,7 +37,7 @@ M.SERVER_SETTING_KEYS = {
 
 --- @class diffusion_lsp.Config
 M.defaults = {
-  --- Server command; nil: `diffusion-lsp serve` if executable, else `python3 -m lsp_server`.
+  --- Server command; nil: `diffusion-lsp serve` if executable, else `python3 -P -m lsp_server`.
   cmd = nil, --- @type string[]?
   --- Extra environment for the server process.
   cmd_env = nil, --- @type table<string,string>?
@@ -49,20 +52,95 @@ M.defaults = {
     autotrigger = false,
   },
   inline_completion = {
-    --- Ghost text; needs vim.lsp.inline_completion (Neovim 0.12+), ignored before.
+    --- Ghost text as you type: vim.lsp.inline_completion on Neovim 0.12+, else drawn by
+    --- the plugin (extmarks).
     enable = true,
+    --- Neovim 0.11 (the plugin's ghost text): ms after the last key before asking.
+    debounce_ms = 150,
   },
   keymaps = {
     --- Normal mode: repair the block at the cursor; visual mode: the selected lines.
     repair = '<leader>dr',
-    --- Insert mode: accept the ghost text (falls back to the key itself). Neovim 0.12+.
+    --- Insert mode: accept the ghost text (falls back to the key itself).
     accept_inline = '<Tab>',
+    --- Insert mode: accept the next word / the next line of the ghost text (Neovim 0.11's
+    --- plugin-drawn ghost text; the key itself when there is none).
+    accept_word = '<M-Right>',
+    accept_line = '<M-Down>',
   },
 }
 
 M.config = vim.deepcopy(M.defaults)
 
 local did_setup = false
+
+local ghost = require('diffusion_lsp.ghost')
+
+-- Enable / disable / snooze ---------------------------------------------------------
+
+M._enabled = true
+M._snoozed_until = nil --- @type number? vim.uv.now() limit
+
+--- Whether suggestions as you type are on: enabled, and not snoozed.
+--- @return boolean
+function M.is_enabled()
+  if M._snoozed_until and vim.uv.now() >= M._snoozed_until then
+    M._snoozed_until = nil
+  end
+  return M._enabled and M._snoozed_until == nil
+end
+
+--- Applies the on/off state to every attached buffer (0.12's built-in ghost text too).
+local function apply_enabled()
+  local on = M.is_enabled()
+  if not on then
+    ghost.clear_all()
+  end
+  if M.has_inline_completion() and M.config.inline_completion.enable then
+    for _, client in ipairs(vim.lsp.get_clients({ name = M.NAME })) do
+      for buf in pairs(client.attached_buffers) do
+        vim.lsp.inline_completion.enable(on, { bufnr = buf, client_id = client.id })
+      end
+    end
+  end
+end
+
+--- Turns ghost text on or off (nil: toggle); also ends a snooze.
+--- @param on boolean?
+function M.enable(on)
+  if on == nil then
+    on = not M.is_enabled()
+  end
+  M._enabled, M._snoozed_until = on, nil
+  apply_enabled()
+end
+
+--- No ghost text for `minutes` (default 15); it comes back by itself.
+--- @param minutes number?
+function M.snooze(minutes)
+  minutes = minutes or 15
+  M._snoozed_until = vim.uv.now() + minutes * 60000
+  apply_enabled()
+  vim.defer_fn(function()
+    if M._snoozed_until and vim.uv.now() >= M._snoozed_until then
+      M._snoozed_until = nil
+      apply_enabled()
+    end
+  end, math.floor(minutes * 60000) + 10)
+end
+
+--- 'on', 'off' or 'snoozed for N min'.
+--- @return string
+function M.enabled_text()
+  if M.is_enabled() then
+    return 'on'
+  elseif not M._enabled then
+    return 'off'
+  end
+  return ('snoozed for %d min'):format(math.ceil((M._snoozed_until - vim.uv.now()) / 60000))
+end
+
+ghost.opts.enabled = M.is_enabled
 
 --- @return boolean
 function M.has_inline_completion()
@@ -78,14 +156,17 @@ function M.server_cmd()
   if vim.fn.executable('diffusion-lsp') == 1 then
     return { 'diffusion-lsp', 'serve' }
   end
-  return { 'python3', '-m', 'lsp_server' }
+  -- -P: the working directory (the project) is not on sys.path, so a msgpack.py or
+  -- tokenizers.py in it is never imported into the server (Python 3.11+).
+  return { 'python3', '-P', '-m', 'lsp_server' }
 end
 
 --- Only the server's keys of a settings table (unknown keys make the server warn).
+--- Always a dict: an empty plain Lua table would go out as the JSON list `[]`.
 --- @param settings table
 --- @return table
 function M.server_settings(settings)
-  local out = {}
+  local out = vim.empty_dict()
   for _, key in ipairs(M.SERVER_SETTING_KEYS) do
     if settings[key] ~= nil and settings[key] ~= vim.NIL then
       out[key] = settings[key]
@@ -327,6 +408,21 @@ function M.format_status(status)
   return 'diffusion: ' .. table.concat(parts, ' ')
 end
 
+--- :DiffusionStatus: the statusline text, the torch threads and whether ghost text is on.
+--- @param status table?
+--- @return string
+function M.short_status(status)
+  local parts = { M.format_status(status) }
+  if type(status) == 'table' and status.torch_threads then
+    table.insert(parts, ('%s threads'):format(tostring(status.torch_threads)))
+  end
+  if type(status) == 'table' and status.model_error then
+    table.insert(parts, 'model error: ' .. tostring(status.model_error))
+  end
+  table.insert(parts, 'ghost text ' .. M.enabled_text())
+  return table.concat(parts, ', ')
+end
+
 --- For 'statusline': the last known status, refreshed in the background every 5 s.
 --- @return string
 function M.statusline()
@@ -361,12 +457,10 @@ function M._on_attach(client, bufnr)
       end,
     })
   end
-  if
-    cfg.inline_completion.enable
-    and M.has_inline_completion()
+  local inline = cfg.inline_completion.enable
     and client:supports_method('textDocument/inlineCompletion')
-  then
-    vim.lsp.inline_completion.enable(true, { bufnr = bufnr, client_id = client.id })
+  if inline and M.has_inline_completion() then
+    vim.lsp.inline_completion.enable(M.is_enabled(), { bufnr = bufnr, client_id = client.id })
     if cfg.keymaps.accept_inline then
       local key = cfg.keymaps.accept_inline
       vim.keymap.set('i', key, function()
@@ -374,6 +468,27 @@ function M._on_attach(client, bufnr)
           return key
         end
       end, { buffer = bufnr, expr = true, desc = 'diffusion-lsp: accept the ghost text' })
+    end
+  elseif inline then
+    ghost.opts.debounce_ms = cfg.inline_completion.debounce_ms or ghost.opts.debounce_ms
+    ghost.attach(client, bufnr)
+    for how, key in pairs({
+      all = cfg.keymaps.accept_inline,
+      word = cfg.keymaps.accept_word,
+      line = cfg.keymaps.accept_line,
+    }) do
+      if key then
+        vim.keymap.set('i', key, function()
+          if ghost.get(bufnr) then
+            return ('<Cmd>lua require("diffusion_lsp.ghost").accept(0, %q)<CR>'):format(how)
+          end
+          return key
+        end, {
+          buffer = bufnr,
+          expr = true,
+          desc = 'diffusion-lsp: accept the ghost text (' .. how .. ')',
+        })
+      end
     end
   end
   if cfg.keymaps.repair then
@@ -423,15 +538,36 @@ local function create_commands()
     M.repair({ range = range })
   end, { range = true, desc = 'diffusion-lsp: repair the block at the cursor, or the range' })
 
-  vim.api.nvim_create_user_command('DiffusionStatus', function()
+  vim.api.nvim_create_user_command('DiffusionStatus', function(cmd)
     M.status(function(err, status)
       if err then
         vim.notify('diffusion-lsp: ' .. err.message, vim.log.levels.WARN)
+      elseif cmd.bang then
+        vim.notify(M.short_status(status) .. '\n' .. vim.inspect(status))
       else
-        vim.notify(M.format_status(status) .. '\n' .. vim.inspect(status))
+        vim.notify(M.short_status(status))
       end
     end)
-  end, { desc = 'diffusion-lsp: show the server status' })
+  end, { bang = true, desc = 'diffusion-lsp: one line of server status (!: all of it)' })
+
+  vim.api.nvim_create_user_command('DiffusionEnable', function()
+    M.enable(true)
+  end, { desc = 'diffusion-lsp: ghost text on' })
+  vim.api.nvim_create_user_command('DiffusionDisable', function()
+    M.enable(false)
+  end, { desc = 'diffusion-lsp: ghost text off' })
+  vim.api.nvim_create_user_command('DiffusionToggle', function()
+    M.enable()
+    vim.notify('diffusion-lsp: ghost text ' .. M.enabled_text())
+  end, { desc = 'diffusion-lsp: ghost text on/off' })
+  vim.api.nvim_create_user_command('DiffusionSnooze', function(cmd)
+    local minutes = cmd.args ~= '' and tonumber(cmd.args) or 15
+    if not minutes or minutes <= 0 then
+      return vim.notify('diffusion-lsp: :DiffusionSnooze [minutes]', vim.log.levels.WARN)
+    end
+    M.snooze(minutes)
+    vim.notify('diffusion-lsp: ghost text ' .. M.enabled_text())
+  end, { nargs = '?', desc = 'diffusion-lsp: no ghost text for N minutes (default 15)' })
 
   vim.api.nvim_create_user_command('DiffusionRestart', function()
     M.restart()

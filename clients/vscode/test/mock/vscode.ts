@@ -122,6 +122,12 @@ export enum StatusBarAlignment {
   Right = 2,
 }
 
+export enum ConfigurationTarget {
+  Global = 1,
+  Workspace = 2,
+  WorkspaceFolder = 3,
+}
+
 export enum ProgressLocation {
   SourceControl = 1,
   Window = 10,
@@ -275,6 +281,10 @@ export const workspace = {
       },
       has(key: string): boolean {
         return mock.settings.has(`${prefix}${key}`);
+      },
+      /** Sets the value (any target) and fires onDidChangeConfiguration, as VS Code does. */
+      async update(key: string, value: unknown, _target?: ConfigurationTarget): Promise<void> {
+        mock.changeSettings({ [`${prefix}${key}`]: value });
       },
     };
   },
