@@ -98,8 +98,7 @@ def encode(
         if start < len(ids):
             x = torch.tensor([ids[start:]], device=device)
             n = x.shape[1]
-            mask = torch.ones(n, start + n, dtype=torch.bool, device=device)
-            mask[:, start:] = torch.ones(n, n, dtype=torch.bool, device=device).tril()
+            mask = causal_after_cache(n, start, device)
             cache = cache.extend(model(x, _positions(start, n, device), mask, cache).kv)
         return cache
     for s in range(start, len(ids), block_size):
@@ -107,6 +106,13 @@ def encode(
         chunk = torch.tensor([ids[s : s + block_size]], device=device)  # (1, <=B)
         cache = cache.extend(_kv_only(model, chunk, _positions(s, chunk.shape[1], device), cache))
     return cache
+
+
+def causal_after_cache(n: int, cached: int, device) -> torch.Tensor:
+    """(n, cached + n) bool: n new tokens see every cached one and, causally, each other."""
+    mask = torch.ones(n, cached + n, dtype=torch.bool, device=device)
+    mask[:, cached:] = torch.ones(n, n, dtype=torch.bool, device=device).tril()
+    return mask
 
 
 def _kv_only(model: CodeTransformer, ids: torch.Tensor, pos: torch.Tensor, cache: KVCache):
@@ -117,8 +123,7 @@ def _kv_only(model: CodeTransformer, ids: torch.Tensor, pos: torch.Tensor, cache
     mask = None
     if model.cfg.has_causal_path:
         n = ids.shape[1]
-        mask = torch.ones(n, cache.length + n, dtype=torch.bool, device=ids.device)
-        mask[:, cache.length :] = torch.ones(n, n, dtype=torch.bool, device=ids.device).tril()
+        mask = causal_after_cache(n, cache.length, ids.device)
     return model(ids, pos, mask, cache, select=torch.zeros_like(ids, dtype=torch.bool)).kv
 
 
