@@ -132,11 +132,14 @@ class SamplerConfig:
     # rewrite the cut piece (diffusion_core.healing); matters for mid-word completions.
     heal: bool = True
     decoder: Decoder = "auto"
-    # draft and verify (diffusion_core.speculative): mask rows per forward, most draft
-    # tokens verified per forward, where drafts come from (mask rows, document n-grams)
+    # draft and verify (diffusion_core.speculative): mask rows per forward (used by the
+    # "diffusion" and "both" sources), most draft tokens verified per forward, where drafts
+    # come from. Document n-grams are the default: on the joint model they gave 2.09 tokens
+    # per forward and 1.58x greedy tokens/s, mask-row drafts 1.06-1.11 and 0.66-0.75x
+    # (docs/quality.md, "Draft and verify").
     draft_masks: int = 4
     draft_max: int = 3
-    draft_source: DraftSource = "diffusion"
+    draft_source: DraftSource = "ngram"
     repair_steps: int = 6
     repair_threshold: float = 0.5
     repair_slack: float = 0.25  # extra canvas room for insertions, as a share of the block

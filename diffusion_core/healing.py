@@ -8,17 +8,21 @@ that badly. Token healing (as in Microsoft's `guidance` library) backs the prefi
 start of its last pre-token (the tokenizer's own split of words, numbers, punctuation and
 spaces) and lets the model write that piece again, constrained to text that starts with it.
 
-Which piece is removed:
-- the last pre-token of the prefix (`val`, ` ret`, `(`, `==`), if it is ASCII and short;
-- for a whitespace piece that holds a newline (the cursor on an indented new line), only
-  the spaces after the last newline: the prefix then ends with the newline, as a training
-  middle cut at a line start does, and the removed text never contains a newline, so the
-  single-line stop rule is unchanged. A prefix that ends with a newline is not healed.
+Which piece is removed: the last pre-token of the prefix (`val`, ` ret`, `(`, `==`, or a
+whitespace run such as `\n` or `\n    ` when the cursor is at the start of a line), if it
+is ASCII and short. Line starts matter most: the tokenizer writes a line break together
+with the next line's indentation (`'\n       '`, then `' return'`), so a prefix that ends
+with a bare `'\n'` is a split that finished code never has. Healing it too took the
+HumanEval single-line pass@1 of the session-6 joint model from 0.5% to 3.5% (200 tasks,
+docs/quality.md).
 
-The sampler (`sampler.sample_blocks`, `sampler.sample_ar`) enforces the constraint: while
-the generated text does not yet cover the removed piece, each step commits only the
-leftmost undecided position, restricted to tokens that continue the piece
-(`HealingConstraint.next_allowed`). The caller strips the piece from the decoded output.
+The sampler (`sampler.sample_blocks`, `sampler.sample_ar`, `speculative.sample_draft_verify`)
+enforces the constraint: while the generated text does not yet cover the removed piece,
+each step commits only the leftmost undecided position, restricted to tokens that continue
+the piece (`HealingConstraint.next_allowed`). Line breaks inside the removed piece are the
+prefix's, not the completion's: the single-line stop rule skips the tokens that only spell
+them (`HealingConstraint.advance` says which; `sampler.StopRule.cut(skip=...)`). The caller
+strips the piece from the decoded output.
 """
 
 from __future__ import annotations
@@ -55,10 +59,6 @@ class TokenHealer:
         start, end = pre[-1][1]
         piece = tail[start:end]
         if end != len(tail) or not piece.isascii() or len(piece) > MAX_HEAL_CHARS:
-            return Healing(prefix, "")
-        if "\n" in piece:  # a whitespace piece: keep its newline in the prefix
-            piece = piece[piece.rindex("\n") + 1 :]
-        if not piece:
             return Healing(prefix, "")
         return Healing(prefix[: len(prefix) - len(piece)], piece)
 
@@ -101,8 +101,12 @@ class HealingConstraint:
             mask = torch.cat([mask, torch.zeros(max(0, vocab_size - mask.numel()), dtype=torch.bool)])[:vocab_size]
         return mask.to(device)
 
-    def advance(self, token: int) -> None:
+    def advance(self, token: int) -> bool:
+        """Record `token` as the next generated one; True when every line break it writes
+        belongs to the removed piece (the stop-at-newline rule must not count it)."""
         piece = self.healer.pieces[token]
         if not (piece.startswith(self.rest) or self.rest.startswith(piece)) or not piece:
             raise ValueError(f"token {token} ({piece!r}) does not continue the healed text {self.rest!r}")
+        beyond = piece[len(self.rest) :]  # what the token writes past the removed piece
         self.rest = self.rest[len(piece) :] if len(piece) < len(self.rest) else ""
+        return "\n" not in beyond

@@ -133,12 +133,15 @@ class StopRule:
     newline_ids: frozenset[int] = frozenset()
     stop_at_newline: bool = False
 
-    def cut(self, tokens: list[int]) -> tuple[list[int], bool]:
-        """Cut generated tokens at <eoi> (or after the first newline); True if stopped."""
+    def cut(self, tokens: list[int], skip: int = 0) -> tuple[list[int], bool]:
+        """Cut generated tokens at <eoi> (or after the first newline); True if stopped.
+
+        The newline rule ignores the first `skip` tokens: they spell line breaks of the
+        prefix that token healing removed (`HealingConstraint.advance`)."""
         for i, t in enumerate(tokens):
             if t == self.eoi_id:
                 return tokens[:i], True
-            if self.stop_at_newline and t in self.newline_ids:
+            if self.stop_at_newline and i >= skip and t in self.newline_ids:
                 return tokens[: i + 1], True
         return tokens, False
 
@@ -181,6 +184,7 @@ def sample_blocks(
     out: list[int] = []
     conf_out: list[float] = []
     max_steps = max_steps_per_block or block_size
+    healed = 0  # leading output tokens that only spell healed line breaks (no newline stop)
     while len(out) < max_tokens:
         start = cache.length
         # the last block is cut to the tokens still wanted: no steps spent past max_tokens
@@ -200,7 +204,8 @@ def sample_blocks(
             pred = x[0].masked_scatter(masked[0], pred_m)  # (B,)
             allowed = healing.next_allowed(logits.shape[-1], device) if healing is not None else None
             if allowed is not None:
-                commit = _healing_commit(logits[0], allowed, healing, masked[0], conf, pred)
+                commit, inside = _healing_commit(logits[0], allowed, healing, masked[0], conf, pred)
+                healed += inside
             else:
                 commit = commit_mask(
                     x[0], conf, pred, mask_id=mask_id, eoi_id=stop.eoi_id, threshold=threshold,
@@ -210,7 +215,8 @@ def sample_blocks(
             conf_block = torch.where(commit, conf, conf_block)
             # Everything after a committed end-of-infill (or newline, in single-line mode)
             # is discarded anyway: fill it now instead of spending steps on it.
-            ends = commit & ((pred == stop.eoi_id) | _is_newline(pred, stop))
+            skip = torch.arange(n, device=device) < healed - len(out)  # (B,) healed line breaks
+            ends = commit & ((pred == stop.eoi_id) | (_is_newline(pred, stop) & ~skip))
             if bool(ends.any()):
                 first = int(ends.nonzero()[0])
                 tail = x[0, first + 1 :]
@@ -228,7 +234,7 @@ def sample_blocks(
         block = x[0].tolist()
         if mask_id in block:  # out of time inside the block: keep its decided left part
             block = block[: block.index(mask_id)]
-        kept, stopped = stop.cut(block)
+        kept, stopped = stop.cut(block, skip=healed - len(out))
         out.extend(kept)
         conf_out.extend(conf_block[: len(kept)].tolist())
         if stopped or len(out) >= max_tokens:
@@ -248,16 +254,17 @@ def _healing_commit(
     masked: torch.Tensor,  # (B,) bool
     conf: torch.Tensor,  # (B,) updated in place at the frontier
     pred: torch.Tensor,  # (B,) updated in place at the frontier
-) -> torch.Tensor:
-    """Commit only the frontier, predicted among the tokens that continue the healed text."""
+) -> tuple[torch.Tensor, bool]:
+    """Commit only the frontier, predicted among the tokens that continue the healed text;
+    also whether its line breaks (if any) all belong to the healed text."""
     probs = torch.softmax(frontier_logits.masked_fill(~allowed, float("-inf")), dim=-1)  # (V,)
     c, p = probs.max(dim=-1)
     frontier = int(masked.nonzero()[0])
     conf[frontier], pred[frontier] = c, p
-    healing.advance(int(p))
+    inside = healing.advance(int(p))
     commit = torch.zeros_like(masked)
     commit[frontier] = True
-    return commit
+    return commit, inside
 
 
 def _is_newline(pred: torch.Tensor, stop: StopRule) -> torch.Tensor:
@@ -348,15 +355,16 @@ def sample_ar(
         cache = cache.extend(o.kv)
         logits = o.logits[0, -1]  # (V,)
         allowed = healing.next_allowed(logits.shape[-1], logits.device) if healing is not None else None
+        inside = False  # the token only spells healed line breaks
         if allowed is not None:
             tok = int(logits.masked_fill(~allowed, float("-inf")).argmax())
-            healing.advance(tok)
+            inside = healing.advance(tok)
         else:
             tok = int(logits.argmax())
         stats.steps += 1
         stats.tokens_per_step.append(1)
         stats.step_ms.append((time.perf_counter() - t0) * 1000)
-        kept, stopped = stop.cut([tok])
+        kept, stopped = stop.cut([tok], skip=int(inside))
         out.extend(kept)
         if stopped:
             break

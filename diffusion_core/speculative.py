@@ -83,7 +83,9 @@ class DraftConfig:
 
     masks: int = 4  # mask rows per forward (the diffusion draft block); 0 = no diffusion draft
     max_draft: int = 3  # most draft tokens verified in one forward
-    source: DraftSource = "diffusion"
+    # n-gram drafts by default: measured faster than mask-row drafts on the trained joint
+    # model (docs/quality.md, "Draft and verify"); "diffusion" and "both" stay selectable
+    source: DraftSource = "ngram"
     ngram: int = 2  # n of the n-gram draft
 
     def __post_init__(self) -> None:
@@ -173,13 +175,14 @@ def sample_draft_verify(
         while a < m and proposal[a] == ar_pred[a]:
             a += 1
         committed = [*proposal[:a], ar_pred[a]]
+        inside = False  # the token only spells line breaks of the healed prefix
         if allowed is not None:
-            healing.advance(committed[0])
+            inside = healing.advance(committed[0])
         stats.steps += 1
         stats.drafted += m
         stats.accepted += a
         cache = cache.extend(_slice_kv(o.kv, p + a))  # pending + accepted: right prefix, causal
-        kept, stopped = stop.cut(committed)
+        kept, stopped = stop.cut(committed, skip=int(inside))
         kept = kept[:left]
         out.extend(kept)
         stats.tokens_per_step.append(len(kept))

@@ -164,13 +164,13 @@ def test_restored_cache_gives_the_same_completion(model_dir, tmp_path):
     cursor = SOURCE.index("def unified_diff")
     prefix, suffix = SOURCE[:cursor], SOURCE[cursor:]
     first = DocumentCacheStore(model_hash=engine.model_hash, spill_dir=tmp_path / "kv")
-    spill(engine, first, prefix, suffix)
-    # a restarted server with the same model and cache directory
+    spill(engine, first, prefix + "d", suffix)
+    # a restarted server with the same model and cache directory, one keystroke later
     second = DocumentCacheStore(model_hash=engine.model_hash, spill_dir=tmp_path / "kv")
-    warm = complete(engine, second, prefix + "d", suffix)
+    warm = complete(engine, second, prefix + "de", suffix)
     assert second.stats()["restores"] == 1
     assert warm.reused_tokens >= len(warm.context_ids) - 2 * engine.sampler.block_size
-    assert_same(warm, complete(engine, None, prefix + "d", suffix))
+    assert_same(warm, complete(engine, None, prefix + "de", suffix))
 
 
 def test_bfloat16_model_round_trips_through_the_spill_dir(model_dir, tmp_path):

@@ -19,8 +19,10 @@ def healer(tok):
     ("def f():\n    retu", "def f():\n   ", " retu"),  # the word's leading space goes with it
     ("foo(a, b", "foo(a,", " b"),
     ("if x ==", "if x", " =="),  # punctuation runs are pieces too
-    ("def f():\n    ", "def f():\n", "    "),  # indented new line: only the spaces
-    ("def f():\n", "def f():\n", ""),  # a line start is a clean boundary
+    ("def f():\n    ", "def f():", "\n    "),  # indented new line: break and indentation
+    ("def f():\n", "def f():", "\n"),  # a line start: the tokenizer joins "\n" and the indent
+    ("x = 1\n\n", "x = 1", "\n\n"),
+    ("a\r\n", "a", "\r\n"),
     ("", "", ""),
     ("s = 'café", "s = 'café", ""),  # non-ASCII pieces are left alone
     ("x = " + "a" * (MAX_HEAL_CHARS + 1), "x = " + "a" * (MAX_HEAL_CHARS + 1), ""),
@@ -43,7 +45,7 @@ def test_allowed_tokens_continue_the_removed_text(healer, tok):
     assert len(whole) == len(pieces)  # and every such token is allowed
 
 
-@pytest.fixture(scope="module", params=["diffusion", "ar"])
+@pytest.fixture(scope="module", params=["diffusion", "ar", "joint"])
 def engine(request, tmp_path_factory):
     path = make_tiny_model_dir(tmp_path_factory.mktemp(request.param) / "model", kind=request.param)
     return Engine.from_path(path, sampler=SamplerConfig(block_size=8, max_tokens=12))
@@ -55,11 +57,11 @@ def test_healed_infill_rewrites_the_piece_and_answers_from_the_cursor(engine, pr
     assert h.removed
     out = engine.infill(prefix, "\n    return x\n")
     ids = engine.infill_context(h.prefix, "\n    return x\n", sampler=engine.sampler.replace(heal=False))
-    assert out.context_ids == (ids[:-1] if engine.is_ar else ids)  # AR feeds the last one itself
+    assert out.context_ids == (ids[:-1] if _causal(engine) else ids)  # causal decoders feed the last one
     full = engine.tokenizer.decode(out.tokens)
     assert full.startswith(h.removed)  # the random model was held to the removed text
     assert out.text == full[len(h.removed):]
-    assert len(out.confidence) == len(out.tokens) or engine.is_ar
+    assert len(out.confidence) == len(out.tokens) or _causal(engine)
 
 
 def test_healing_off_keeps_the_cursor_split(engine):
@@ -67,16 +69,55 @@ def test_healing_off_keeps_the_cursor_split(engine):
     raw = engine.sampler.replace(heal=False)
     out = engine.infill(prefix, suffix, sampler=raw)
     ids = engine.infill_context(prefix, suffix, sampler=raw)
-    assert out.context_ids == (ids[:-1] if engine.is_ar else ids)
+    assert out.context_ids == (ids[:-1] if _causal(engine) else ids)
     assert out.text == engine.tokenizer.decode(out.tokens)
     assert engine.infill_context(prefix, suffix) != ids  # healing on cuts "val"
 
 
-def test_a_prefix_at_a_line_start_is_not_healed(engine):
-    prefix, suffix = "def f():\n", ""
-    a = engine.infill(prefix, suffix)
-    b = engine.infill(prefix, suffix, sampler=engine.sampler.replace(heal=False))
-    assert (a.tokens, a.text, a.context_ids) == (b.tokens, b.text, b.context_ids)
+def _causal(engine) -> bool:
+    return engine.model.cfg.has_causal_path
+
+
+def _single_line_reference(engine, tokens: list[int], removed: str) -> list[int]:
+    """`tokens` cut after the first one that writes a line break past the healed text."""
+    text = ""
+    for i, t in enumerate(tokens):
+        text += engine.tokenizer.decode([t])
+        if "\n" in text[len(removed) :]:
+            return tokens[: i + 1]
+    return tokens
+
+
+@pytest.mark.parametrize("prefix", ["def f():\n", "def f():\n    ", "x = 1\n\n", "    y = 2\n"])
+def test_a_line_start_is_healed_and_its_break_does_not_end_a_single_line(engine, prefix):
+    h = engine.healing(prefix)
+    assert h.removed.startswith("\n") and h.prefix + h.removed == prefix
+    one = engine.infill(prefix, "", stop_at_newline=True)
+    full = engine.tokenizer.decode(one.tokens)
+    assert full.startswith(h.removed) and one.text == full[len(h.removed) :]
+    before_last = engine.tokenizer.decode(one.tokens[:-1])[len(h.removed) :]
+    assert "\n" not in before_last  # the stop came at the first break of the completion
+    if _causal(engine):  # causal decoding: exactly the free-running output, cut after its line
+        free = engine.infill(prefix, "", stop_at_newline=False)
+        assert one.tokens == _single_line_reference(engine, free.tokens, h.removed)
+
+
+def test_single_line_stop_skips_only_the_healed_tokens(tok):
+    from diffusion_core.sampler import StopRule
+
+    nl = next(iter(tok.newline_ids))
+    rule = StopRule(tok.special.eoi, tok.newline_ids, stop_at_newline=True)
+    assert rule.cut([nl, 5, nl, 6]) == ([nl], True)
+    assert rule.cut([nl, 5, nl, 6], skip=1) == ([nl, 5, nl], True)
+    assert rule.cut([nl, tok.special.eoi], skip=2) == ([nl], True)  # <eoi> always ends
+
+
+def test_advance_says_whether_a_token_writes_a_break_of_its_own(healer):
+    c = healer.constraint("\n")
+    assert c.advance(healer.pieces.index("\n")) is True and not c.pending
+    spill = healer.constraint("\n")
+    two = next(i for i, p in enumerate(healer.pieces) if p.startswith("\n\n"))
+    assert spill.advance(two) is False
 
 
 def test_constraint_pads_to_the_model_vocabulary_and_gives_up_without_a_token(healer, tok):

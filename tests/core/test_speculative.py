@@ -37,9 +37,10 @@ def _dv(model, tok, ctx, n, cfg, history=None, stop=NEVER, **kw):
 
 CONFIGS = [
     DraftConfig(masks=0, source="none"),
-    DraftConfig(),
-    DraftConfig(masks=8, max_draft=7),
-    DraftConfig(masks=1, max_draft=1),
+    DraftConfig(),  # the default: document n-grams
+    DraftConfig(source="diffusion"),
+    DraftConfig(source="diffusion", masks=8, max_draft=7),
+    DraftConfig(source="diffusion", masks=1, max_draft=1),
     DraftConfig(source="ngram", masks=0, ngram=1),
     DraftConfig(source="both", masks=2, max_draft=4),
 ]
