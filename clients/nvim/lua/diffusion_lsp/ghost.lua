@@ -46,6 +46,14 @@ function M.get(bufnr)
   return s and s.shown
 end
 
+--- Whether a ghost-text request of the buffer is in flight.
+--- @param bufnr integer
+--- @return boolean
+function M.pending(bufnr)
+  local s = M.state[bufnr == 0 and vim.api.nvim_get_current_buf() or bufnr]
+  return s ~= nil and s.pending ~= nil
+end
+
 --- Removes the ghost text of the buffer.
 --- @param bufnr integer
 function M.clear(bufnr)

@@ -385,14 +385,34 @@ function M.status(callback, bufnr)
   end, bufnr)
 end
 
---- One line for the statusline: model loading/loaded, device, median latency.
---- @param status table?
---- @return string
-function M.format_status(status)
-  if type(status) ~= 'table' then
-    return 'diffusion: starting'
+--- Whether the server is working for the buffer: a completion, ghost-text or repair
+--- request of ours in flight (the status polls aside). The statusline shows it.
+--- @param bufnr integer?
+--- @return boolean
+function M.busy(bufnr)
+  bufnr = (bufnr == nil or bufnr == 0) and vim.api.nvim_get_current_buf() or bufnr
+  if require('diffusion_lsp.ghost').pending(bufnr) then
+    return true
   end
-  local parts = {}
+  local client = M.get_client(bufnr)
+  for _, req in pairs(client and client.requests or {}) do
+    if req.type == 'pending' and req.bufnr == bufnr and req.method ~= 'workspace/executeCommand' then
+      return true
+    end
+  end
+  return false
+end
+
+--- One line for the statusline: working (a request in flight), model loading/loaded,
+--- device, median latency.
+--- @param status table?
+--- @param busy boolean?
+--- @return string
+function M.format_status(status, busy)
+  if type(status) ~= 'table' then
+    return busy and 'diffusion: working, starting' or 'diffusion: starting'
+  end
+  local parts = busy and { 'working' } or {}
   local model = type(status.model) == 'table' and status.model or nil
   if model == nil and status.loading then
     table.insert(parts, 'loading model')
@@ -435,7 +455,7 @@ function M.statusline()
     M._status[client.id] = { value = cached and cached.value, at = vim.uv.now() }
     M.status(function() end)
   end
-  return M.format_status(cached and cached.value)
+  return M.format_status(cached and cached.value, M.busy(0))
 end
 
 -- Attach ------------------------------------------------------------------------------
@@ -444,6 +464,16 @@ end
 --- @param bufnr integer
 function M._on_attach(client, bufnr)
   local cfg = M.config
+  -- the statusline's "working" comes and goes with our requests
+  vim.api.nvim_create_autocmd('LspRequest', {
+    group = vim.api.nvim_create_augroup('diffusion_lsp_busy_' .. bufnr, { clear = true }),
+    buffer = bufnr,
+    callback = function(args)
+      if args.data and args.data.client_id == client.id then
+        vim.cmd.redrawstatus()
+      end
+    end,
+  })
   if cfg.completion.enable and client:supports_method('textDocument/completion') then
     vim.lsp.completion.enable(true, client.id, bufnr, {
       autotrigger = cfg.completion.autotrigger,
