@@ -10,7 +10,7 @@ import {
 } from "vscode-languageclient/node";
 
 import type { LspClient } from "./controller";
-import { createMiddleware, type RequestDone } from "./middleware";
+import { createMiddleware, type RequestDone, type RequestStart } from "./middleware";
 import { languages, resolveServerCommand, SECTION, serverSettings } from "./settings";
 
 export const CLIENT_ID = "diffusionLsp"; // also the `diffusionLsp.trace.server` setting prefix
@@ -20,6 +20,7 @@ export const CLIENT_NAME = "Diffusion LSP";
 export function createLanguageClient(
   output: vscode.OutputChannel,
   onRequestDone: RequestDone,
+  onRequestStart?: RequestStart,
 ): LspClient {
   const cfg = vscode.workspace.getConfiguration(SECTION);
   const folder = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
@@ -38,7 +39,7 @@ export function createLanguageClient(
     ]),
     outputChannel: output,
     initializationOptions: serverSettings(cfg),
-    middleware: createMiddleware(onRequestDone),
+    middleware: createMiddleware(onRequestDone, onRequestStart),
   };
   output.appendLine(
     `[client] starting ${[server.command, ...server.args].join(" ")} (from ${server.source})`,

@@ -4,7 +4,7 @@
 
 import * as vscode from "vscode";
 
-import type { RequestDone } from "./middleware";
+import type { RequestDone, RequestStart } from "./middleware";
 import { repairBlock, type RepairClient, type RepairOutcome } from "./repair";
 import { needsRestart, SECTION, serverSettings } from "./settings";
 import { STATUS_COMMAND, StatusController } from "./status";
@@ -22,7 +22,11 @@ export interface LspClient extends RepairClient {
   onDidChangeState(listener: (state: LspState) => void): vscode.Disposable;
 }
 
-export type ClientFactory = (output: vscode.OutputChannel, onRequestDone: RequestDone) => LspClient;
+export type ClientFactory = (
+  output: vscode.OutputChannel,
+  onRequestDone: RequestDone,
+  onRequestStart?: RequestStart,
+) => LspClient;
 
 export const COMMANDS = {
   repair: "diffusionLsp.repairBlock",
@@ -66,7 +70,11 @@ export class Controller implements vscode.Disposable {
     if (this.client !== undefined) {
       return this.running;
     }
-    const client = this.factory(this.output, (kind, ms, ok) => this.onRequestDone(kind, ms, ok));
+    const client = this.factory(
+      this.output,
+      (kind, ms, ok) => this.onRequestDone(kind, ms, ok),
+      () => this.status.requestStarted(),
+    );
     this.client = client;
     this.clientSubscription = client.onDidChangeState((state) => this.onClientState(state));
     this.status.setState("starting");
@@ -130,6 +138,7 @@ export class Controller implements vscode.Disposable {
   }
 
   private onRequestDone(kind: Parameters<RequestDone>[0], ms: number, ok: boolean): void {
+    this.status.requestFinished();
     if (ok && kind !== "codeAction") {
       this.status.recordLatency(ms);
     }

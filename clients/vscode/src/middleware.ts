@@ -49,7 +49,16 @@ export type RequestKind = "completion" | "inlineCompletion" | "codeAction";
 /** Called when a model request finished: its kind, wall time seen by the editor, success. */
 export type RequestDone = (kind: RequestKind, ms: number, ok: boolean) => void;
 
-async function timed<T>(kind: RequestKind, run: () => T | Thenable<T>, done: RequestDone): Promise<T> {
+/** Called when a model request is sent (the status bar's in-progress indicator). */
+export type RequestStart = (kind: RequestKind) => void;
+
+async function timed<T>(
+  kind: RequestKind,
+  run: () => T | Thenable<T>,
+  done: RequestDone,
+  start?: RequestStart,
+): Promise<T> {
+  start?.(kind);
   const t0 = performance.now();
   let ok = false;
   try {
@@ -62,18 +71,21 @@ async function timed<T>(kind: RequestKind, run: () => T | Thenable<T>, done: Req
 }
 
 /**
- * The middleware: times every completion, inline completion and code action request (the
- * status bar shows the last latency) and filters workspace/configuration answers.
+ * The middleware: reports the start and end of every completion, inline completion and
+ * code action request (the status bar shows a request in flight and the last latency) and
+ * filters workspace/configuration answers.
  */
-export function createMiddleware(onRequestDone: RequestDone): Middleware {
+export function createMiddleware(onRequestDone: RequestDone, onRequestStart?: RequestStart): Middleware {
+  const done = onRequestDone;
+  const start = onRequestStart;
   return {
     provideCompletionItem: (document, position, context, token, next) =>
-      timed("completion", () => next(document, position, context, token), onRequestDone),
+      timed("completion", () => next(document, position, context, token), done, start),
     provideInlineCompletionItems: (document, position, context, token, next) =>
-      timed("inlineCompletion", () => next(document, position, context, token), onRequestDone),
+      timed("inlineCompletion", () => next(document, position, context, token), done, start),
     provideCodeActions: (document, range, context, token, next) =>
       wantsRepairAction(range, context)
-        ? timed("codeAction", () => next(document, range, context, token), onRequestDone)
+        ? timed("codeAction", () => next(document, range, context, token), done, start)
         : Promise.resolve([]),
     workspace: {
       configuration: async (params, token: CancellationToken, next) => {

@@ -82,8 +82,28 @@ export function parseStatus(value: unknown): ServerStatus {
   };
 }
 
-/** Status bar text for a client state, the server's status and the last request latency. */
+/**
+ * Status bar text for a client state, the server's status, the last request latency and
+ * the number of model requests in flight (a spinning icon while there are any).
+ */
 export function formatStatus(
+  state: ClientState,
+  status: ServerStatus | undefined,
+  error?: string,
+  lastLatencyMs?: number,
+  inFlight = 0,
+): { text: string; tooltip: string } {
+  const shown = formatIdle(state, status, error, lastLatencyMs);
+  if (state !== "running" || inFlight <= 0) {
+    return shown;
+  }
+  return {
+    text: shown.text.replace(/^\$\([^)]*\)/, "$(sync~spin)"),
+    tooltip: `${shown.tooltip}\nworking: ${inFlight} request${inFlight === 1 ? "" : "s"} in flight`,
+  };
+}
+
+function formatIdle(
   state: ClientState,
   status: ServerStatus | undefined,
   error?: string,
@@ -155,6 +175,7 @@ export class StatusController implements vscode.Disposable {
   private queued = false;
   private timer: ReturnType<typeof setInterval> | undefined;
   private lastLatencyMs: number | undefined;
+  private busy = 0; // model requests in flight
 
   constructor(
     private readonly fetch: () => Promise<unknown>,
@@ -176,6 +197,21 @@ export class StatusController implements vscode.Disposable {
     return this.item.text;
   }
 
+  /** Requests in flight (the middleware's start/end): the icon spins while there are any. */
+  get inFlightRequests(): number {
+    return this.busy;
+  }
+
+  requestStarted(): void {
+    this.busy += 1;
+    this.render();
+  }
+
+  requestFinished(): void {
+    this.busy = Math.max(0, this.busy - 1);
+    this.render();
+  }
+
   /** Latency of the last completion/inline completion request, measured by the client. */
   recordLatency(ms: number): void {
     this.lastLatencyMs = ms;
@@ -187,6 +223,7 @@ export class StatusController implements vscode.Disposable {
     this.error = error;
     if (state !== "running") {
       this.status = undefined;
+      this.busy = 0; // a stopped server answers nothing more
     }
     this.render();
   }
@@ -237,7 +274,9 @@ export class StatusController implements vscode.Disposable {
   }
 
   private render(): void {
-    const { text, tooltip } = formatStatus(this.state, this.status, this.error, this.lastLatencyMs);
+    const { text, tooltip } = formatStatus(
+      this.state, this.status, this.error, this.lastLatencyMs, this.busy,
+    );
     this.item.text = text;
     this.item.tooltip = tooltip;
     this.item.backgroundColor =

@@ -50,6 +50,21 @@ test("middleware forwards requests and reports when each finished, even on failu
   assert.deepEqual(cfg, [{ device: "cpu" }]);
 });
 
+test("middleware reports the start of a request before it runs", async () => {
+  const events: string[] = [];
+  const mw = createMiddleware(
+    (kind) => events.push(`done ${kind}`),
+    (kind) => events.push(`start ${kind}`),
+  ) as any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const token = { isCancellationRequested: false };
+  await mw.provideInlineCompletionItems("doc", "pos", {}, token, async () => {
+    events.push("run");
+    return [];
+  });
+  await mw.provideCodeActions("doc", { isEmpty: true }, { diagnostics: [] }, token, async () => []);
+  assert.deepEqual(events, ["start inlineCompletion", "run", "done inlineCompletion"]);
+});
+
 test("Repair this block is asked for only with a selection or one of our diagnostics", async () => {
   const empty = { isEmpty: true };
   const ours = { source: "diffusion-lsp", message: "syntax error: expected ':'" };

@@ -96,3 +96,30 @@ test("StatusController keeps the last status and reports a failed request", asyn
   assert.equal(item.text, "$(error) Diffusion");
   assert.equal(item.backgroundColor?.id, "statusBarItem.errorBackground");
 });
+
+test("the status bar spins while model requests are in flight", () => {
+  const ok = parseStatus({ model: { device: "cpu" } });
+  const busy = formatStatus("running", ok, undefined, 7, 2);
+  assert.equal(busy.text, "$(sync~spin) Diffusion: cpu · 7 ms");
+  assert.match(busy.tooltip, /working: 2 requests in flight/);
+  assert.equal(formatStatus("running", ok, undefined, 7, 0).text, "$(sparkle) Diffusion: cpu · 7 ms");
+  assert.match(formatStatus("error", undefined, "boom", undefined, 3).text, /\$\(error\)/);
+
+  const ctl = new StatusController(async () => ({ model: { device: "cpu" } }), "x");
+  const item = mock.statusBarItems[mock.statusBarItems.length - 1];
+  ctl.setState("running");
+  ctl.requestStarted();
+  ctl.requestStarted();
+  assert.match(item.text, /^\$\(sync~spin\)/);
+  ctl.requestFinished();
+  assert.equal(ctl.inFlightRequests, 1);
+  assert.match(item.text, /^\$\(sync~spin\)/);
+  ctl.requestFinished();
+  ctl.requestFinished(); // never below zero
+  assert.equal(ctl.inFlightRequests, 0);
+  assert.match(item.text, /^\$\(sparkle\)/);
+  ctl.requestStarted();
+  ctl.setState("stopped"); // a stopped server answers nothing more
+  assert.equal(ctl.inFlightRequests, 0);
+  ctl.dispose();
+});
