@@ -10,6 +10,7 @@ import {
 } from "vscode-languageclient/node";
 
 import type { LspClient } from "./controller";
+import { installedPython } from "./install";
 import { createMiddleware, type RequestDone, type RequestStart } from "./middleware";
 import { languages, resolveServerCommand, SECTION, serverSettings } from "./settings";
 
@@ -21,10 +22,11 @@ export function createLanguageClient(
   output: vscode.OutputChannel,
   onRequestDone: RequestDone,
   onRequestStart?: RequestStart,
+  storageDir?: string,
 ): LspClient {
   const cfg = vscode.workspace.getConfiguration(SECTION);
   const folder = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
-  const server = resolveServerCommand(cfg, folder);
+  const server = resolveServerCommand(cfg, folder, installedPython(storageDir));
   const run = {
     command: server.command,
     args: server.args,
@@ -47,7 +49,8 @@ export function createLanguageClient(
   const client = new LanguageClient(CLIENT_ID, CLIENT_NAME, serverOptions, clientOptions);
   client.registerProposedFeatures(); // textDocument/inlineCompletion (LSP 3.18)
   return {
-    describe: `${[server.command, ...server.args].join(" ")} (from diffusionLsp.${server.source})`,
+    describe: `${[server.command, ...server.args].join(" ")} (from ${describeSource(server.source)})`,
+    source: server.source,
     start: () => client.start(),
     stop: () => client.stop(5000),
     isRunning: () => client.state === State.Running,
@@ -73,4 +76,11 @@ export function createLanguageClient(
         ),
       ),
   };
+}
+
+function describeSource(source: string): string {
+  if (source === "installed") {
+    return "the environment the extension installed";
+  }
+  return source === "PATH" ? "PATH" : `diffusionLsp.${source}`;
 }

@@ -4,6 +4,18 @@
 
 import * as vscode from "vscode";
 
+import * as fs from "node:fs";
+
+import {
+  DEFAULT_REQUIREMENT,
+  findPython,
+  installSteps,
+  runInstall,
+  type Runner,
+  spawnRunner,
+  type TorchBuild,
+  venvDir,
+} from "./install";
 import type { RequestDone, RequestStart } from "./middleware";
 import { repairBlock, type RepairClient, type RepairOutcome } from "./repair";
 import { needsRestart, SECTION, serverSettings } from "./settings";
@@ -14,6 +26,8 @@ export type LspState = "starting" | "running" | "stopped";
 /** The part of vscode-languageclient's LanguageClient the controller uses. */
 export interface LspClient extends RepairClient {
   describe: string;
+  /** Where the server command came from (settings.ts `ServerCommand.source`). */
+  source?: string;
   start(): Promise<void>;
   stop(): Promise<void>;
   isRunning(): boolean;
@@ -34,7 +48,20 @@ export const COMMANDS = {
   showOutput: "diffusionLsp.showOutput",
   refreshStatus: "diffusionLsp.refreshStatus",
   toggleInline: "diffusionLsp.toggleInlineCompletion",
+  install: "diffusionLsp.installServer",
 } as const;
+
+const INSTALL_CHOICE = "Install the server";
+
+const TORCH_CHOICES: Array<{ label: string; detail: string; build: TorchBuild }> = [
+  { label: "CPU build of torch", detail: "recommended: about 200 MB, runs everywhere", build: "cpu" },
+  {
+    label: "PyPI's default torch",
+    detail: "CUDA on Linux and Windows (several GB); for an NVIDIA GPU",
+    build: "default",
+  },
+  { label: "No torch", detail: "install a torch build into the environment yourself", build: "none" },
+];
 
 const ACTIVE_CONTEXT_KEY = "diffusionLsp.active";
 
@@ -48,6 +75,9 @@ export class Controller implements vscode.Disposable {
   constructor(
     private readonly factory: ClientFactory,
     readonly output: vscode.OutputChannel,
+    /** The extension's global storage: where "Install the server" puts its environment. */
+    private readonly storageDir?: string,
+    private readonly runner: Runner = spawnRunner(),
   ) {
     this.status = new StatusController(() => this.fetchStatus(), COMMANDS.showOutput);
     this.disposables.push(
@@ -57,6 +87,7 @@ export class Controller implements vscode.Disposable {
       vscode.commands.registerCommand(COMMANDS.showOutput, () => this.output.show(true)),
       vscode.commands.registerCommand(COMMANDS.refreshStatus, () => this.status.refresh()),
       vscode.commands.registerCommand(COMMANDS.toggleInline, () => this.toggleInline()),
+      vscode.commands.registerCommand(COMMANDS.install, () => this.installServer()),
       vscode.workspace.onDidChangeConfiguration((e) => this.onConfigurationChanged(e)),
     );
   }
@@ -89,11 +120,17 @@ export class Controller implements vscode.Disposable {
       );
       this.status.setState("error", "server did not start");
       await this.disposeClient();
+      // no server configured and none on PATH: offer to install one
+      const choices = client.source === "PATH" && this.storageDir !== undefined
+        ? [INSTALL_CHOICE, "Show output"]
+        : ["Show output"];
       void vscode.window
-        .showErrorMessage(`Diffusion LSP: the server did not start (${message}).`, "Show output")
+        .showErrorMessage(`Diffusion LSP: the server did not start (${message}).`, ...choices)
         .then((choice) => {
           if (choice === "Show output") {
             this.output.show(true);
+          } else if (choice === INSTALL_CHOICE) {
+            void this.installServer();
           }
         });
       return false;
@@ -164,6 +201,67 @@ export class Controller implements vscode.Disposable {
       this.refreshTimer = undefined;
       void this.status.refresh();
     }, 250);
+  }
+
+  /**
+   * "Install the server": a private virtual environment in the extension's storage with the
+   * torch build the user picks and diffusion-lsp (install.ts), with progress and the pip
+   * output in the output channel; then the server is started from it.
+   */
+  async installServer(): Promise<boolean> {
+    const title = "Diffusion LSP: install the server";
+    if (this.storageDir === undefined) {
+      void vscode.window.showErrorMessage(`${title}: the extension has no storage folder.`);
+      return false;
+    }
+    const pick = await vscode.window.showQuickPick(TORCH_CHOICES, { title, placeHolder: "Which torch build?" });
+    if (pick === undefined) {
+      return false;
+    }
+    const requirement = (
+      await vscode.window.showInputBox({
+        title,
+        prompt: "What to install with pip: a package name, a wheel file or a VCS URL",
+        value: DEFAULT_REQUIREMENT,
+      })
+    )?.trim();
+    if (!requirement) {
+      return false;
+    }
+    const python = await findPython(this.runner);
+    if (python === undefined) {
+      void vscode.window.showErrorMessage(
+        `${title}: no Python 3.11 or newer found. Install one, or set "diffusionLsp.server.pythonPath" ` +
+          "to a Python that has diffusion-lsp installed.",
+      );
+      return false;
+    }
+    const dir = venvDir(this.storageDir);
+    fs.mkdirSync(this.storageDir, { recursive: true });
+    const steps = installSteps(python, dir, pick.build, requirement);
+    this.output.show(true);
+    const result = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title, cancellable: true },
+      (progress, token) =>
+        runInstall(
+          steps,
+          dir,
+          this.runner,
+          (step, i, n) => progress.report({ message: `${step.title} (${i + 1}/${n})`, increment: 100 / n }),
+          (line) => this.output.appendLine(line),
+          () => token.isCancellationRequested,
+        ),
+    );
+    if (!result.ok) {
+      const why = result.cancelled
+        ? "cancelled"
+        : `${result.failed?.title ?? "a step"} failed (${result.error ?? `exit code ${result.code}`})`;
+      this.output.appendLine(`[install] ${why}`);
+      void vscode.window.showErrorMessage(`${title}: ${why}. The output has the details.`);
+      return false;
+    }
+    this.output.appendLine(`[install] done: the server runs from ${dir}`);
+    return this.restart();
   }
 
   /** Ghost text on/off: flips the user setting `enableInlineCompletion`, which reaches the

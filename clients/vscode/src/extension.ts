@@ -9,7 +9,12 @@ let controller: Controller | undefined;
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   const output = vscode.window.createOutputChannel(CLIENT_NAME);
-  controller = new Controller(createLanguageClient, output);
+  const storage = context.globalStorageUri.fsPath;
+  controller = new Controller(
+    (out, done, start) => createLanguageClient(out, done, start, storage),
+    output,
+    storage,
+  );
   context.subscriptions.push(output, controller);
   await controller.start();
 }

@@ -40,7 +40,7 @@ export interface ServerCommand {
   args: string[];
   env: Record<string, string>;
   /** Human-readable origin of the command, for error messages. */
-  source: "server.command" | "server.pythonPath" | "PATH";
+  source: "server.command" | "server.pythonPath" | "installed" | "PATH";
 }
 
 /**
@@ -88,6 +88,7 @@ export function expandVariables(value: string, workspaceFolder: string | undefin
 export function resolveServerCommand(
   cfg: SettingsReader,
   workspaceFolder: string | undefined,
+  installedPython?: string,
 ): ServerCommand {
   const env: Record<string, string> = {};
   const envSetting = cfg.get<Record<string, unknown>>("server.env") ?? {};
@@ -112,6 +113,10 @@ export function resolveServerCommand(
       env,
       source: "server.pythonPath",
     };
+  }
+  if (installedPython !== undefined) {
+    // the private environment the extension installed (install.ts)
+    return { command: installedPython, args: ["-P", "-m", "lsp_server"], env, source: "installed" };
   }
   return { command: "diffusion-lsp", args: ["serve"], env, source: "PATH" };
 }

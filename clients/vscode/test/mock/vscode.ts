@@ -201,6 +201,11 @@ export const mock = {
   progress: [] as string[],
   applyEditResult: true,
   statusBarItems: [] as MockStatusBarItem[],
+  /** What showQuickPick / showInputBox / showErrorMessage answer (undefined: dismissed). */
+  quickPick: undefined as undefined | ((items: any[]) => any),
+  inputBox: undefined as string | undefined,
+  errorChoice: undefined as string | undefined,
+  cancelProgress: false,
   configChanged: new EventEmitter<{ affectsConfiguration(section: string): boolean }>(),
   reset(): void {
     this.settings.clear();
@@ -211,6 +216,10 @@ export const mock = {
     this.progress = [];
     this.applyEditResult = true;
     this.statusBarItems = [];
+    this.quickPick = undefined;
+    this.inputBox = undefined;
+    this.errorChoice = undefined;
+    this.cancelProgress = false;
     this.configChanged = new EventEmitter();
     window.activeTextEditor = undefined;
   },
@@ -239,10 +248,24 @@ export const window = {
   },
   async withProgress<T>(
     options: { location: ProgressLocation; title?: string },
-    task: (progress: { report(v: unknown): void }) => Promise<T>,
+    task: (
+      progress: { report(v: { message?: string }): void },
+      token: { isCancellationRequested: boolean },
+    ) => Promise<T>,
   ): Promise<T> {
     mock.progress.push(options.title ?? "");
-    return task({ report: () => undefined });
+    const token = {
+      get isCancellationRequested() {
+        return mock.cancelProgress;
+      },
+    };
+    return task({ report: (v) => mock.progress.push(v.message ?? "") }, token);
+  },
+  async showQuickPick(items: any[]): Promise<any> {
+    return mock.quickPick?.(items);
+  },
+  async showInputBox(): Promise<string | undefined> {
+    return mock.inputBox;
   },
   showInformationMessage(text: string): Promise<undefined> {
     mock.messages.push({ level: "info", text });
@@ -252,9 +275,9 @@ export const window = {
     mock.messages.push({ level: "warning", text });
     return Promise.resolve(undefined);
   },
-  showErrorMessage(text: string): Promise<undefined> {
+  showErrorMessage(text: string, ..._choices: string[]): Promise<string | undefined> {
     mock.messages.push({ level: "error", text });
-    return Promise.resolve(undefined);
+    return Promise.resolve(mock.errorChoice);
   },
 };
 
