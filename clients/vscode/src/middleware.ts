@@ -5,6 +5,7 @@
 import type { CancellationToken } from "vscode";
 import type { Middleware } from "vscode-languageclient";
 
+import { REPAIR_TITLE, withPreview } from "./repair";
 import { filterServerSection, SECTION } from "./settings";
 
 type ConfigurationParams = { items: Array<{ section?: string; scopeUri?: string }> };
@@ -87,6 +88,15 @@ export function createMiddleware(onRequestDone: RequestDone, onRequestStart?: Re
       wantsRepairAction(range, context)
         ? timed("codeAction", () => next(document, range, context, token), done, start)
         : Promise.resolve([]),
+    // "Repair this block" from the lightbulb: the model runs in resolve; its edit is
+    // previewed as a diff (Refactor Preview) before VS Code applies it, as for the command
+    resolveCodeAction: async (item, token, next) => {
+      const resolved = await next(item, token);
+      if (resolved?.edit !== undefined && resolved.title === REPAIR_TITLE) {
+        resolved.edit = withPreview(resolved.edit);
+      }
+      return resolved;
+    },
     workspace: {
       configuration: async (params, token: CancellationToken, next) => {
         const result = await next(params, token);

@@ -2,7 +2,9 @@
 // language client itself; this command asks our server directly (not every provider), so
 // the action is found and resolved the same way whatever else is installed:
 // textDocument/codeAction at the selection -> codeAction/resolve (the model runs there) ->
-// apply the WorkspaceEdit.
+// preview -> apply the WorkspaceEdit. Every text edit is marked `needsConfirmation`, so
+// VS Code opens its Refactor Preview (a diff of the block) and applies the repair only
+// when the user accepts it there.
 
 import * as vscode from "vscode";
 
@@ -80,6 +82,18 @@ export function countTextEdits(edit: LspWorkspaceEdit | undefined): number {
   return n;
 }
 
+/** The same text edits, each marked for confirmation: VS Code previews them as a diff. */
+export function withPreview(edit: vscode.WorkspaceEdit): vscode.WorkspaceEdit {
+  const preview = new vscode.WorkspaceEdit();
+  const metadata = { needsConfirmation: true, label: REPAIR_TITLE, description: "diffusion-lsp" };
+  for (const [uri, edits] of edit.entries()) {
+    for (const e of edits) {
+      preview.replace(uri, e.range, e.newText, metadata);
+    }
+  }
+  return preview;
+}
+
 function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -121,10 +135,10 @@ export async function repairBlock(
       if (countTextEdits(action.edit) === 0) {
         return "no-change"; // the server says so itself (window/showMessage)
       }
-      const edit = await client.asWorkspaceEdit(action.edit);
+      const edit = withPreview(await client.asWorkspaceEdit(action.edit));
       if (!(await vscode.workspace.applyEdit(edit))) {
         void vscode.window.showWarningMessage(
-          "Diffusion LSP: the repair could not be applied (the document changed meanwhile).",
+          "Diffusion LSP: the repair was not applied (discarded in the preview, or the document changed).",
         );
         return "rejected";
       }

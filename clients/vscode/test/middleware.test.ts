@@ -2,6 +2,8 @@ import * as assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { createMiddleware, filterConfigurationResult, wantsRepairAction } from "../src/middleware";
+import { REPAIR_TITLE } from "../src/repair";
+import { Position, Range, Uri, WorkspaceEdit } from "./mock/vscode";
 
 test("workspace/configuration answers carry only server keys for our section", async () => {
   const params = { items: [{ section: "diffusionLsp" }, { section: "python" }] };
@@ -63,6 +65,19 @@ test("middleware reports the start of a request before it runs", async () => {
   });
   await mw.provideCodeActions("doc", { isEmpty: true }, { diagnostics: [] }, token, async () => []);
   assert.deepEqual(events, ["start inlineCompletion", "run", "done inlineCompletion"]);
+});
+
+test("a resolved repair from the lightbulb is previewed before it is applied", async () => {
+  const mw = createMiddleware(() => undefined) as any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const edit = new WorkspaceEdit();
+  edit.replace(Uri.file("/w/a.py"), new Range(new Position(0, 0), new Position(0, 1)), "x");
+  const token = { isCancellationRequested: false };
+  const repair = await mw.resolveCodeAction({ title: REPAIR_TITLE }, token, async () => ({ title: REPAIR_TITLE, edit }));
+  assert.equal(repair.edit.edits[0].metadata.needsConfirmation, true);
+  assert.equal(repair.edit.edits[0].edit.newText, "x");
+  const other = await mw.resolveCodeAction({ title: "Other" }, token, async () => ({ title: "Other", edit }));
+  assert.equal(other.edit, edit);
+  assert.equal(await mw.resolveCodeAction({ title: REPAIR_TITLE }, token, async () => undefined), undefined);
 });
 
 test("Repair this block is asked for only with a selection or one of our diagnostics", async () => {

@@ -9,7 +9,7 @@ import {
   type RepairClient,
   repairBlock,
 } from "../src/repair";
-import { mock, MockTextDocument, Position, Selection, Uri, WorkspaceEdit } from "./mock/vscode";
+import { mock, MockTextDocument, Position, Range, Selection, Uri, WorkspaceEdit } from "./mock/vscode";
 
 beforeEach(() => mock.reset());
 
@@ -50,8 +50,14 @@ class FakeServer implements RepairClient {
     return this.resolved ?? { ...(params as object), edit: EDIT };
   }
   async asWorkspaceEdit(edit: unknown) {
-    const ws = new WorkspaceEdit();
-    (ws as any).from = edit; // eslint-disable-line @typescript-eslint/no-explicit-any
+    const ws = new WorkspaceEdit(); // what the language client's converter makes of EDIT
+    for (const change of (edit as typeof EDIT).documentChanges ?? []) {
+      for (const e of change.edits) {
+        const r = e.range;
+        ws.replace(Uri.file("/w/a.py"), new Range(new Position(r.start.line, r.start.character),
+          new Position(r.end.line, r.end.character)), e.newText);
+      }
+    }
     return ws as any; // eslint-disable-line @typescript-eslint/no-explicit-any
   }
 }
@@ -92,7 +98,12 @@ test("repairBlock asks for the action at the cursor, resolves it and applies the
   assert.deepEqual(server.calls[0].params.range.start, { line: 1, character: 4 });
   assert.equal(server.calls[1].params.title, REPAIR_TITLE); // resolve gets the action back
   assert.equal(mock.appliedEdits.length, 1);
-  assert.deepEqual((mock.appliedEdits[0] as any).from, EDIT); // eslint-disable-line @typescript-eslint/no-explicit-any
+  // the server's edit, each entry marked for VS Code's Refactor Preview (a diff to accept)
+  const [applied] = mock.appliedEdits[0].edits;
+  assert.equal(applied.edit.newText, " 1");
+  assert.deepEqual([applied.edit.range.start.line, applied.edit.range.start.character], [1, 14]);
+  assert.equal(applied.metadata?.needsConfirmation, true);
+  assert.equal(applied.metadata?.label, REPAIR_TITLE);
   assert.deepEqual(mock.progress, ["Diffusion LSP: repairing"]);
 });
 

@@ -91,9 +91,16 @@ export class TextEdit {
 }
 
 export class WorkspaceEdit {
-  readonly edits: Array<{ uri: Uri; edit: TextEdit }> = [];
-  replace(uri: Uri, range: Range, newText: string): void {
-    this.edits.push({ uri, edit: new TextEdit(range, newText) });
+  readonly edits: Array<{ uri: Uri; edit: TextEdit; metadata?: { needsConfirmation: boolean; label: string } }> = [];
+  replace(uri: Uri, range: Range, newText: string, metadata?: { needsConfirmation: boolean; label: string }): void {
+    this.edits.push({ uri, edit: new TextEdit(range, newText), metadata });
+  }
+  entries(): Array<[Uri, TextEdit[]]> {
+    const out = new Map<Uri, TextEdit[]>();
+    for (const e of this.edits) {
+      out.set(e.uri, [...(out.get(e.uri) ?? []), e.edit]);
+    }
+    return [...out.entries()];
   }
 }
 
