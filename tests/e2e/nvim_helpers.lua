@@ -12,7 +12,8 @@ function E2E.setup(plugin_dir, cmd, settings)
   vim.g.mapleader = ' '
   vim.o.completeopt = 'menuone,noinsert' -- the menu shows even for one item; <C-y> accepts
   dl = require('diffusion_lsp')
-  dl.setup({ cmd = cmd, settings = settings })
+  -- the repair tests check the edit as applied; the diff preview has its own test
+  dl.setup({ cmd = cmd, settings = settings, repair = { preview = false } })
   return {
     enabled = vim.lsp.is_enabled(dl.NAME),
     commands = {

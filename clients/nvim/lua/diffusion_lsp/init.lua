@@ -58,6 +58,11 @@ M.defaults = {
     --- Neovim 0.11 (the plugin's ghost text): ms after the last key before asking.
     debounce_ms = 150,
   },
+  repair = {
+    --- Show the repair as a diff in a floating window first: `a` (or <CR>) applies it,
+    --- `q` (or <Esc>, or closing the window) discards it. false: apply right away.
+    preview = true,
+  },
   keymaps = {
     --- Normal mode: repair the block at the cursor; visual mode: the selected lines.
     repair = '<leader>dr',
@@ -294,14 +299,110 @@ function M.count_text_edits(edit)
   return n
 end
 
+--- The text edits of `edit` for the buffer (changes or documentChanges).
+--- @param edit lsp.WorkspaceEdit
+--- @param bufnr integer
+--- @return lsp.TextEdit[]
+function M.buffer_text_edits(edit, bufnr)
+  local uri = vim.uri_from_bufnr(bufnr)
+  local out = {}
+  for u, edits in pairs(edit.changes or {}) do
+    if u == uri then
+      vim.list_extend(out, edits)
+    end
+  end
+  for _, change in ipairs(edit.documentChanges or {}) do
+    if change.textDocument and change.textDocument.uri == uri then
+      vim.list_extend(out, change.edits or {})
+    end
+  end
+  return out
+end
+
+--- A unified diff of the buffer before and after `edits` (the buffer is not touched).
+--- @param bufnr integer
+--- @param edits lsp.TextEdit[]
+--- @param encoding string
+--- @return string
+function M.edit_diff(bufnr, edits, encoding)
+  local old = vim.api.nvim_buf_get_lines(bufnr, 0, -1, false)
+  local scratch = vim.api.nvim_create_buf(false, true)
+  vim.api.nvim_buf_set_lines(scratch, 0, -1, false, old)
+  vim.lsp.util.apply_text_edits(edits, scratch, encoding)
+  local new = vim.api.nvim_buf_get_lines(scratch, 0, -1, false)
+  vim.api.nvim_buf_delete(scratch, { force = true })
+  return vim.diff(table.concat(old, '\n') .. '\n', table.concat(new, '\n') .. '\n', { ctxlen = 2 })
+end
+
+M._preview = nil --- @type {win: integer, buf: integer}? the open repair preview
+
+--- Shows `diff` in a floating window; `on_choice(true)` when the user applies it (`a`,
+--- <CR>), `on_choice(false)` when they discard it (`q`, <Esc>, or the window closes).
+--- @param diff string
+--- @param on_choice fun(apply: boolean)
+function M.preview_diff(diff, on_choice)
+  local lines = vim.split(diff, '\n', { plain = true, trimempty = true })
+  local buf = vim.api.nvim_create_buf(false, true)
+  vim.api.nvim_buf_set_lines(buf, 0, -1, false, lines)
+  vim.bo[buf].filetype = 'diff'
+  vim.bo[buf].modifiable = false
+  local width = 20
+  for _, l in ipairs(lines) do
+    width = math.max(width, vim.fn.strdisplaywidth(l))
+  end
+  local win = vim.api.nvim_open_win(buf, true, {
+    relative = 'editor',
+    row = 1,
+    col = 2,
+    width = math.min(width + 1, vim.o.columns - 6),
+    height = math.max(1, math.min(#lines, vim.o.lines - 6)),
+    border = 'rounded',
+    title = ' Repair this block: a apply, q discard ',
+    style = 'minimal',
+  })
+  M._preview = { win = win, buf = buf }
+  local decided = false
+  local function decide(apply)
+    if decided then
+      return
+    end
+    decided = true
+    M._preview = nil
+    if vim.api.nvim_win_is_valid(win) then
+      vim.api.nvim_win_close(win, true)
+    end
+    on_choice(apply)
+  end
+  for _, key in ipairs({ 'a', '<CR>' }) do
+    vim.keymap.set('n', key, function()
+      decide(true)
+    end, { buffer = buf, nowait = true, desc = 'diffusion-lsp: apply the repair' })
+  end
+  for _, key in ipairs({ 'q', '<Esc>' }) do
+    vim.keymap.set('n', key, function()
+      decide(false)
+    end, { buffer = buf, nowait = true, desc = 'diffusion-lsp: discard the repair' })
+  end
+  vim.api.nvim_create_autocmd('WinClosed', {
+    pattern = tostring(win),
+    once = true,
+    callback = function()
+      vim.schedule(function()
+        decide(false)
+      end)
+    end,
+  })
+end
+
 --- @class diffusion_lsp.RepairResult
---- @field status 'applied'|'no-change'|'no-action'|'disabled'|'error'|'no-client'
+--- @field status 'applied'|'discarded'|'no-change'|'no-action'|'disabled'|'error'|'no-client'
 --- @field edit lsp.WorkspaceEdit?
 --- @field message string?
 
 --- Repairs the block at the cursor (or `opts.range`): textDocument/codeAction ->
---- codeAction/resolve (the model runs there) -> apply the WorkspaceEdit.
---- @param opts {bufnr: integer?, range: table?, on_done: fun(res: diffusion_lsp.RepairResult)?, quiet: boolean?}?
+--- codeAction/resolve (the model runs there) -> a diff preview to accept (unless
+--- `opts.preview`, default `config.repair.preview`, is false) -> apply the WorkspaceEdit.
+--- @param opts {bufnr: integer?, range: table?, on_done: fun(res: diffusion_lsp.RepairResult)?, quiet: boolean?, preview: boolean?}?
 function M.repair(opts)
   opts = opts or {}
   local bufnr = (opts.bufnr == nil or opts.bufnr == 0) and vim.api.nvim_get_current_buf()
@@ -328,14 +429,30 @@ function M.repair(opts)
     if M.count_text_edits(action.edit) == 0 then
       return finish({ status = 'no-change', edit = action.edit }) -- the server says so itself
     end
-    if vim.b[bufnr].changedtick ~= changedtick then
-      return finish({ status = 'error', message = 'the buffer changed during the repair' })
+    local function commit()
+      if vim.b[bufnr].changedtick ~= changedtick then
+        return finish({ status = 'error', message = 'the buffer changed during the repair' })
+      end
+      vim.lsp.util.apply_workspace_edit(action.edit, client.offset_encoding)
+      if action.command then
+        client:exec_cmd(action.command, { bufnr = bufnr })
+      end
+      finish({ status = 'applied', edit = action.edit })
     end
-    vim.lsp.util.apply_workspace_edit(action.edit, client.offset_encoding)
-    if action.command then
-      client:exec_cmd(action.command, { bufnr = bufnr })
+    local preview = opts.preview
+    if preview == nil then
+      preview = M.config.repair.preview
     end
-    finish({ status = 'applied', edit = action.edit })
+    if not preview or vim.b[bufnr].changedtick ~= changedtick then
+      return commit()
+    end
+    local diff = M.edit_diff(bufnr, M.buffer_text_edits(action.edit, bufnr), client.offset_encoding)
+    M.preview_diff(diff, function(apply)
+      if apply then
+        return commit()
+      end
+      finish({ status = 'discarded', edit = action.edit, message = 'repair discarded' })
+    end)
   end
 
   local params = code_action_params(client, bufnr, opts.range)
