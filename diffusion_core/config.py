@@ -62,8 +62,17 @@ class ModelConfig:
     # size that need not be d_model / n_heads (0: it is).
     qk_norm: bool = False
     head_dim_override: int = 0
+    # Block-causal checkpoints (issue 21: dllm a2d BD3LM, Fast-dLLM v2, SDAR): the block
+    # size the network was trained with (the sampler's natural default; 0 = none, e.g. a
+    # bidirectional model or one of ours trained on several), and whether the training
+    # attention was block-causal, which makes the block KV cache exact rather than an
+    # approximation of full bidirectional attention.
+    trained_block_size: int = 0
+    block_causal: bool = False
 
     def __post_init__(self) -> None:
+        if self.trained_block_size < 0:
+            raise ValueError(f"trained_block_size must be >= 0, got {self.trained_block_size}")
         if self.head_dim_override < 0:
             raise ValueError(f"head_dim_override must be >= 0, got {self.head_dim_override}")
         if not self.head_dim_override and self.d_model % self.n_heads:

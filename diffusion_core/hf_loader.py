@@ -9,7 +9,17 @@ Supported (`config.json` "model_type"):
 - "qwen2", "qwen3", "llama": plain causal checkpoints (Qwen3: QK-norm and a head size
   of its own, `head_dim`). They load as autoregressive models
   (`kind="ar"`, the next-token head of the baseline) unless config.json names a
-  `mask_token_id`, which makes them diffusion models.
+  `mask_token_id`, which makes them diffusion models;
+- the block-causal families (`BLOCK_FAMILIES`, issue 21): "a2d-qwen3" / "a2d-qwen2"
+  (dllm's BD3LM conversions of Qwen3 / Qwen2.5), "Fast_dLLM_Qwen" (Fast-dLLM v2, shifted
+  logits) and "sdar" (SDAR, Qwen3). Trained with block-causal attention (a block sees
+  itself and every earlier block), so the block KV cache is exact for them; their trained
+  block size lands in `ModelConfig.trained_block_size`.
+
+Options in `diffusion-lsp.json` (see `hf_prompts.read_overrides`): "kind",
+"shifted_logits", "tokens", "block_size" (the trained block size), "dtype" ("float32",
+"bfloat16", "float16") and "quantize" ("int8": dynamic int8 Linear layers, CPU only;
+`diffusion_core.quantize`).
 
 Everything is read into the project's own `CodeTransformer`, so the block KV cache,
 masks, samplers and cancellation are the same code for every model; the shifted-logit
@@ -29,7 +39,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +59,58 @@ from diffusion_core.checkpoint import (
 from diffusion_core.config import ModelConfig
 from diffusion_core.hf_prompts import HFTokenizer, read_json, read_overrides
 from diffusion_core.model import CodeTransformer
+from diffusion_core.quantize import check_quantize, quantize_int8, quantized_hash
 
 log = logging.getLogger(__name__)
 
-SUPPORTED = ("Dream", "llada", "qwen2", "qwen3", "llama")
+SUPPORTED = ("Dream", "llada", "qwen2", "qwen3", "llama", "a2d-qwen2", "a2d-qwen3",
+             "Fast_dLLM_Qwen", "sdar")
+
+
+@dataclass(frozen=True)
+class BlockFamily:
+    """A block-causal diffusion family: its backbone and the conventions it was trained with."""
+
+    backbone: str  # "qwen2" (q/k/v biases) or "qwen3" (QK-norm, own head_dim)
+    shifted_logits: bool  # position i predicts token i+1 (AR-initialised, Fast-dLLM v2)
+    mask_token_id: int | None  # the family's fixed mask id; None: the tokenizer's mask token
+    block_key: str | None  # config.json key holding the trained block size, if any
+    block_size: int  # trained block size when config.json does not say
+
+
+# Every value below was checked against the family's published code (read 2026-12):
+# - a2d-qwen3 / a2d-qwen2: ZHZisZZ/dllm (the dllm-hub checkpoints' code).
+#   dllm/pipelines/a2d/convert.py: A2DQwen3Config / A2DQwen2Config subclass
+#   transformers.Qwen3Config / Qwen2Config with model_type "a2d-qwen3" / "a2d-qwen2" and
+#   take the source model's state dict unchanged (Qwen weight names).
+#   dllm/core/trainers/bd3lm.py: BD3LM two-stream training mask (block_diff_mask: noisy
+#   block b sees clean blocks < b and itself; clean stream block-causal), loss on
+#   logits[masked] against input_ids[masked] at the same position: unshifted.
+#   dllm/core/samplers/bd3lm.py: staircase mask bid_k <= bid_q, mask id =
+#   tokenizer.mask_token_id, right_shift_logits=False, block_size=32 (also the default of
+#   dllm/pipelines/a2d/eval.py BD3LMEvalConfig). No block-size key in config.json.
+# - Fast_dLLM_Qwen: Fast-dLLM v2 modeling.py (copy read: HoangMaizzz/failfasttesting,
+#   Fast_dLLM_v2_1_5B/modeling.py; NVlabs/Fast-dLLM v2/ ships it on the Hub): Qwen2 layers
+#   (q/k/v bias=True, o_proj bias=False), config.bd_size = training block size,
+#   eval_block_diff_mask (q_idx // B >= kv_idx // B), mask_id=151665 (forward and
+#   generate defaults), generate: logits = cat(logits[:, :1], logits[:, :-1]) inside a
+#   block and the block's first token from the previous block's last logits (shifted),
+#   block_size=32, small_block_size=8 (a sampler policy: sub-blocks committed in order).
+# - sdar: JetAstra/SDAR training/model/SDAR-4B-Chat/modeling_sdar.py (Qwen3 layers:
+#   q_norm/k_norm over head_dim, attention_bias on q/k/v/o) and generate.py
+#   (block_diffusion_generate: block mask tril(blocks) repeated per token, logits used at
+#   their own position: unshifted; mask id = tokenizer.mask_token, "<|MASK|>"; default
+#   --block_length 4). Not verified: whether SDAR's config.json names its block size (no
+#   key is read; set "block_size" in diffusion-lsp.json for the b8/b16/b32 variants), and
+#   the id 151669 of "<|MASK|>" (from the issue; the loader takes it from tokenizer.json).
+# open-dcoder (bidirectional Qwen2, shifted) is not a block family: it loads as "qwen2"
+# with a mask_token_id and "shifted_logits": true in diffusion-lsp.json (docs/byo-model.md).
+BLOCK_FAMILIES: dict[str, BlockFamily] = {
+    "a2d-qwen3": BlockFamily("qwen3", False, None, None, 32),
+    "a2d-qwen2": BlockFamily("qwen2", False, None, None, 32),
+    "fast_dllm_qwen": BlockFamily("qwen2", True, 151665, "bd_size", 32),
+    "sdar": BlockFamily("qwen3", False, None, None, 4),
+}
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 FULL_HASH_LIMIT = 256 << 20  # files up to this size are hashed whole, larger by header
@@ -105,6 +165,12 @@ def _family(raw: dict[str, Any]) -> str:
         return "dream"
     if mt == "llada" or "llada" in arch:
         return "llada"
+    if mt in BLOCK_FAMILIES:
+        return mt
+    if "fast_dllm" in arch:
+        return "fast_dllm_qwen"
+    if "sdarfor" in arch:
+        return "sdar"
     if mt in ("qwen2", "qwen3", "llama"):
         return mt
     raise ModelLoadError(
@@ -164,14 +230,36 @@ def _check_head_dim(raw: dict[str, Any], d: int, heads: int) -> None:
         )
 
 
+def trained_block_size(raw: dict[str, Any], block: BlockFamily) -> int:
+    """The block size a block family was trained with: its config.json key, else the default."""
+    value = raw.get(block.block_key) if block.block_key else None
+    if value is None:
+        return block.block_size
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 512:
+        raise ModelLoadError(f"config.json {block.block_key}={value!r} is not a block size in 1..512")
+    return value
+
+
+def family_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """config.json with the family's fixed conventions filled in where it is silent
+    (Fast-dLLM v2's mask id 151665, which its code hard-codes), so the tokenizer adapter
+    sees the id the network was trained with."""
+    block = BLOCK_FAMILIES.get(_family(raw))
+    if block is None or block.mask_token_id is None or raw.get("mask_token_id") is not None:
+        return raw
+    return {**raw, "mask_token_id": block.mask_token_id}
+
+
 def hf_model_config(
     raw: dict[str, Any], *, kind: str | None = None, shifted_logits: bool | None = None,
-    mask_token_id: int | None = None, pad_token_id: int = 0,
+    mask_token_id: int | None = None, pad_token_id: int = 0, block_size: int | None = None,
 ) -> ModelConfig:
     """The `ModelConfig` of a Hugging Face config.json (raises `ModelLoadError` if unsupported)."""
     family = _family(raw)
     if family == "llada":
         return _llada_config(raw, kind, shifted_logits, mask_token_id, pad_token_id)
+    block = BLOCK_FAMILIES.get(family)
+    backbone = block.backbone if block else family
     act = raw.get("hidden_act", "silu")
     if act != "silu":
         raise ModelLoadError(f"unsupported hidden_act {act!r} (only silu/SwiGLU)")
@@ -181,13 +269,17 @@ def hf_model_config(
         log.info("sliding_window=%s ignored: contexts here are far shorter", raw.get("sliding_window"))
     d = int(_require(raw, "hidden_size", family))
     heads = int(_require(raw, "num_attention_heads", family))
-    qwen3 = family == "qwen3"
+    qwen3 = backbone == "qwen3"
     head_dim = int(raw.get("head_dim") or d // heads) if qwen3 else 0
     if not qwen3:
         _check_head_dim(raw, d, heads)
     attention_bias = bool(raw.get("attention_bias", False))
-    diffusion = family == "dream" or raw.get("mask_token_id") is not None
+    diffusion = family == "dream" or block is not None or raw.get("mask_token_id") is not None
     k = kind or ("diffusion" if diffusion else "ar")
+    if shifted_logits is None:
+        shifted_logits = family == "dream" or bool(block and block.shifted_logits)
+    family_block = trained_block_size(raw, block) if block else 0  # validated even if overridden
+    trained_block = int(block_size or family_block)
     try:
         return ModelConfig(
             vocab_size=int(_require(raw, "vocab_size", family)),
@@ -197,16 +289,18 @@ def hf_model_config(
             n_kv_heads=int(raw.get("num_key_value_heads") or heads),
             d_ff=int(_require(raw, "intermediate_size", family)),
             norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
-            qkv_bias=family in ("qwen2", "dream") or attention_bias,
+            qkv_bias=backbone in ("qwen2", "dream") or attention_bias,
             o_bias=attention_bias,
             tie_embeddings=bool(raw.get("tie_word_embeddings", False)),
             kind=k,  # type: ignore[arg-type]
             mask_token_id=int(mask_token_id if mask_token_id is not None else pad_token_id),
             pad_token_id=int(pad_token_id),
-            shifted_logits=(family == "dream") if shifted_logits is None else shifted_logits,
+            shifted_logits=bool(shifted_logits),
             family=family,
             qk_norm=qwen3,
             head_dim_override=head_dim if head_dim != d // heads else 0,
+            trained_block_size=trained_block,
+            block_causal=block is not None,
             **_rope(raw, 10000.0),
         )
     except ValueError as e:
@@ -341,30 +435,39 @@ def load_hf_model_dir(
     dtype: torch.dtype | None = None,
     kind: str | None = None,
     shifted_logits: bool | None = None,
+    quantize: str | None = None,
 ) -> LoadedModel:
     """Load a Hugging Face model directory (config.json, *.safetensors, tokenizer.json).
 
     `kind`/`shifted_logits` override what config.json implies (also settable in
-    diffusion-lsp.json); `device`/`dtype` default to `select_device_dtype()`.
+    diffusion-lsp.json); `device`/`dtype` default to `select_device_dtype()`, or to the
+    "dtype" of diffusion-lsp.json. `quantize="int8"` (or "quantize" in diffusion-lsp.json)
+    makes every Linear layer dynamic int8 after loading (CPU only, `diffusion_core.quantize`).
     """
+    t_start = time.perf_counter()
     path = Path(path)
     if not path.is_dir():
         raise ModelLoadError(f"model directory {path} does not exist")
     check_model_files(path)  # FIFOs, devices, oversized JSON: refused before any read
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"model directory {path} is missing config.json")
-    raw = read_json(path / "config.json", "model config")
+    raw = family_config(read_json(path / "config.json", "model config"))
     family = _family(raw)
     over = read_overrides(path)
     kind = kind or over["kind"]
     if shifted_logits is None:
         shifted_logits = over["shifted_logits"]
-    probe = hf_model_config(raw, kind=kind, shifted_logits=shifted_logits)  # validates early
+    quantize = quantize if quantize is not None else over["quantize"]
+    if dtype is None and over["dtype"] is not None:
+        dtype = over["dtype"]
+    probe = hf_model_config(raw, kind=kind, shifted_logits=shifted_logits,
+                            block_size=over["block_size"])  # validates early
     files = weight_files(path)
     tokenizer = HFTokenizer.from_dir(path, raw, need_mask=probe.kind == "diffusion")
     sp = tokenizer.special
     cfg = hf_model_config(
-        raw, kind=kind, shifted_logits=shifted_logits, mask_token_id=sp.mask, pad_token_id=sp.pad
+        raw, kind=kind, shifted_logits=shifted_logits, mask_token_id=sp.mask, pad_token_id=sp.pad,
+        block_size=over["block_size"],
     )
     if tokenizer.vocab_size > cfg.vocab_size:
         raise ModelLoadError(
@@ -373,6 +476,7 @@ def load_hf_model_dir(
     if cfg.kind == "diffusion" and not 0 <= cfg.mask_token_id < cfg.vocab_size:
         raise ModelLoadError(f"mask token id {cfg.mask_token_id} is outside the model's vocabulary")
     dev, dt = select_device_dtype(device, dtype)
+    check_quantize(quantize, dev)
     need = memory_estimate(cfg, dt)
     log.info(
         "loading %s (%s, %s, %.2fB parameters) on %s as %s: about %s of weights",
@@ -386,8 +490,13 @@ def load_hf_model_dir(
                 f"{path} needs about {_gib(need)} of GPU memory for its weights, {_gib(free)} is free"
             )
     model = _build(cfg, files, family, dev, dt)
-    log.info("loaded %s: %s", path, "; ".join(tokenizer.prompt.notes) or "no FIM tokens")
-    return LoadedModel(model, tokenizer, path, weights_hash(path, files))
+    model_hash = weights_hash(path, files)
+    if quantize == "int8":
+        model, model_hash = quantize_int8(model), quantized_hash(model_hash)
+    log.info("loaded %s in %.2f s%s: %s", path, time.perf_counter() - t_start,
+             " (int8 dynamic)" if quantize == "int8" else "",
+             "; ".join(tokenizer.prompt.notes) or "no FIM tokens")
+    return LoadedModel(model, tokenizer, path, model_hash)
 
 
 def _build(
@@ -430,22 +539,28 @@ def load_any_model_dir(
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    quantize: str | None = None,
 ) -> LoadedModel:
     """Our own model directory or a Hugging Face one, told apart by config.json.
 
     Ours (`"family": "own"`, `d_model`...) loads with `load_model_dir` (CPU/fp32 unless
     given); a Hugging Face one (`model_type`/`architectures`) with `load_hf_model_dir`
-    (CUDA when present). `None` is the shipped default model.
+    (CUDA when present). `None` is the shipped default model. `quantize="int8"`: dynamic
+    int8 Linear layers (CPU only) for either kind.
     """
-    if path is None:
-        return load_model_dir(None, device=device or "cpu", dtype=dtype or torch.float32)
-    path = Path(path)
-    cfg = path / "config.json"
-    if path.is_dir():
-        check_model_files(path)  # before anything in it is opened
-    if path.is_dir() and cfg.is_file():
-        raw = read_json_file(cfg, "model config")
-        # Our ModelConfig never has model_type/architectures (LLaDA's has d_model too).
-        if isinstance(raw, dict) and is_hf_config(raw):
-            return load_hf_model_dir(path, device=device, dtype=dtype)
-    return load_model_dir(path, device=device or "cpu", dtype=dtype or torch.float32)
+    if path is not None:
+        path = Path(path)
+        cfg = path / "config.json"
+        if path.is_dir():
+            check_model_files(path)  # before anything in it is opened
+        if path.is_dir() and cfg.is_file():
+            raw = read_json_file(cfg, "model config")
+            # Our ModelConfig never has model_type/architectures (LLaDA's has d_model too).
+            if isinstance(raw, dict) and is_hf_config(raw):
+                return load_hf_model_dir(path, device=device, dtype=dtype, quantize=quantize)
+    check_quantize(quantize, torch.device(device or "cpu"))
+    loaded = load_model_dir(path, device=device or "cpu", dtype=dtype or torch.float32)
+    if quantize == "int8":
+        loaded = LoadedModel(quantize_int8(loaded.model), loaded.tokenizer, loaded.path,
+                             quantized_hash(loaded.model_hash))
+    return loaded

@@ -50,7 +50,11 @@ FIM_TOKEN_SETS = (
     ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),  # StarCoder
     ("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"),  # DeepSeek-Coder (prefix, hole, end)
 )
-MASK_NAMES = ("<|mask|>", "<|mdm_mask|>", "<mask>", "[MASK]")
+# "<|MASK|>": SDAR's tokenizer mask_token (JetAstra/SDAR generate.py reads tokenizer.mask_token).
+MASK_NAMES = ("<|mask|>", "<|MASK|>", "<|mdm_mask|>", "<mask>", "[MASK]")
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+OVERRIDE_KEYS = ("tokens", "kind", "shifted_logits", "block_size", "dtype", "quantize")
 EOS_NAMES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eot_id|>")
 BOS_NAMES = ("<|startoftext|>", "<s>", "<|begin_of_text|>", "<bos>")
 
@@ -239,13 +243,29 @@ class HFTokenizer(CodeTokenizer):
 
 
 def read_overrides(path: Path) -> dict[str, Any]:
-    """The optional `diffusion-lsp.json`: {"tokens": {role: token}, "kind": ..., "shifted_logits": ...}."""
+    """The optional `diffusion-lsp.json`: {"tokens": {role: token}, "kind": ...,
+    "shifted_logits": ..., "block_size": trained block size, "dtype": "float32" |
+    "bfloat16" | "float16", "quantize": "none" | "int8"}. "dtype" comes back as a
+    `torch.dtype` (or None)."""
+    import torch
+
     f = path / OVERRIDE_FILE
     data = read_json(f, "diffusion-lsp overrides") if f.is_file() else {}
-    unknown = set(data) - {"tokens", "kind", "shifted_logits"}
+    unknown = set(data) - set(OVERRIDE_KEYS)
     if unknown:
-        raise ModelLoadError(f"{f}: unknown keys {sorted(unknown)}; known: tokens, kind, shifted_logits")
+        raise ModelLoadError(f"{f}: unknown keys {sorted(unknown)}; known: {', '.join(OVERRIDE_KEYS)}")
     tokens = data.get("tokens", {})
     if not isinstance(tokens, dict) or not all(isinstance(v, str) for v in tokens.values()):
         raise ModelLoadError(f"{f}: 'tokens' must map roles to token strings")
-    return {"tokens": tokens, "kind": data.get("kind"), "shifted_logits": data.get("shifted_logits")}
+    block = data.get("block_size")
+    if block is not None and (not isinstance(block, int) or isinstance(block, bool) or not 1 <= block <= 512):
+        raise ModelLoadError(f"{f}: 'block_size' must be an integer in 1..512, got {block!r}")
+    dtype = data.get("dtype")
+    if dtype is not None and dtype not in DTYPES:
+        raise ModelLoadError(f"{f}: unsupported dtype {dtype!r} (supported: float32, bfloat16, float16)")
+    quantize = data.get("quantize")
+    if quantize is not None and quantize not in ("none", "int8"):
+        raise ModelLoadError(f"{f}: unsupported quantize option {quantize!r} (supported: none, int8)")
+    return {"tokens": tokens, "kind": data.get("kind"), "shifted_logits": data.get("shifted_logits"),
+            "block_size": block, "dtype": getattr(torch, DTYPES[dtype]) if dtype else None,
+            "quantize": quantize}
