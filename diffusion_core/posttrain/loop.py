@@ -118,7 +118,8 @@ def posttrain(
     tok.save(out / "tokenizer.json")
     def evaluate() -> dict:
         if cfg.stage == "draft":
-            dc = DraftConfig(masks=cfg.draft_masks, max_draft=cfg.draft_max)
+            # the mask rows are what this stage trains: measure their drafts alone
+            dc = DraftConfig(masks=cfg.draft_masks, max_draft=cfg.draft_max, source="diffusion")
             return measure_draft(model, eval_sources, dc, tok.special).to_dict()
         return measure(model, eval_sources, cfg.eval_threshold, tok.special).to_dict()
 

@@ -360,7 +360,7 @@ def test_draft_stage_raises_tokens_per_forward(tok):
     src = demo_source(tok)
     cfg = PostTrainConfig(stage="draft", data_dirs=(), out_dir="unused", states_per_trajectory=6,
                           draft_rollout_tokens=24, data=DataConfig(ar_weight=0.0))
-    dc = DraftConfig(masks=4, max_draft=3)
+    dc = DraftConfig(masks=4, max_draft=3, source="diffusion")
     before = measure_draft(model, [src], dc, tok.special)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
