@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from diffusion_core.config import ModelConfig
+from diffusion_core.config import ModelConfig, parameter_count
 from diffusion_core.model import CodeTransformer
 from diffusion_core.tokenizer import CodeTokenizer
 
@@ -151,8 +151,6 @@ def _check_size(cfg: ModelConfig, state: dict, path: Path) -> None:
     the config alone: building the model on the meta device would import torch._dynamo,
     which writes to the temp directory. Shapes are checked by `load_state_dict` after,
     once the allocation is known to be the weights' own size (5% + 1M parameters slack)."""
-    from diffusion_core.hf_loader import parameter_count  # (hf_loader imports this module)
-
     want = parameter_count(cfg)
     have = sum(v.numel() for k, v in state.items()
                if v is not None and not (cfg.tie_embeddings and k == "lm_head.weight"))

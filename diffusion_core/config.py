@@ -191,3 +191,16 @@ class SamplerConfig:
 
     def replace(self, **changes: Any) -> SamplerConfig:
         return dataclasses.replace(self, **changes)
+
+
+def parameter_count(cfg: ModelConfig) -> int:
+    """Parameters of the `CodeTransformer` that `cfg` describes (from the config alone)."""
+    d, hd, ff = cfg.d_model, cfg.head_dim, cfg.d_ff
+    attn = d * cfg.n_heads * hd * 2 + d * cfg.n_kv_heads * hd * 2  # q, o, k, v
+    if cfg.qkv_bias:
+        attn += (cfg.n_heads + 2 * cfg.n_kv_heads) * hd
+    if cfg.o_bias:
+        attn += d
+    layer = attn + 3 * d * ff + 2 * d + (2 * hd if cfg.qk_norm else 0)
+    head = 0 if cfg.tie_embeddings else cfg.vocab_size * d
+    return cfg.vocab_size * d + head + cfg.n_layers * layer + d

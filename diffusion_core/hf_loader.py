@@ -56,7 +56,7 @@ from diffusion_core.checkpoint import (
     load_model_dir,
     read_json_file,
 )
-from diffusion_core.config import ModelConfig
+from diffusion_core.config import ModelConfig, parameter_count
 from diffusion_core.hf_prompts import HFTokenizer, read_json, read_overrides
 from diffusion_core.model import CodeTransformer
 from diffusion_core.quantize import check_quantize, quantize_int8, quantized_hash
@@ -130,18 +130,6 @@ def select_device_dtype(
         else:
             dtype = torch.float32
     return dev, dtype
-
-
-def parameter_count(cfg: ModelConfig) -> int:
-    d, hd, ff = cfg.d_model, cfg.head_dim, cfg.d_ff
-    attn = d * cfg.n_heads * hd * 2 + d * cfg.n_kv_heads * hd * 2  # q, o, k, v
-    if cfg.qkv_bias:
-        attn += (cfg.n_heads + 2 * cfg.n_kv_heads) * hd
-    if cfg.o_bias:
-        attn += d
-    layer = attn + 3 * d * ff + 2 * d + (2 * hd if cfg.qk_norm else 0)
-    head = 0 if cfg.tie_embeddings else cfg.vocab_size * d
-    return cfg.vocab_size * d + head + cfg.n_layers * layer + d
 
 
 def memory_estimate(cfg: ModelConfig, dtype: torch.dtype) -> int:
