@@ -20,7 +20,7 @@ separately and does not depend on the sampler.
 
 `breakdown_median_ms` splits a completion into: building the context ids for the cache
 lookup (the server's cut of the text around the cursor, `lsp_server.jobs.context_text`,
-then `Engine.infill_context`), the store (acquire + update), encode, sample, and the rest
+then `Engine.infill_context`), the store (lookup + update), encode, sample, and the rest
 of `Engine.infill`. `model_speedup_median` is the ratio of the time spent in the model alone.
 
     python -m benchmarks.cache_bench [--out FILE] [--keystrokes N] [--device cpu|cuda]
@@ -85,7 +85,7 @@ def cursor_in_middle(text: str) -> int:
 def complete(
     engine: Engine, store: DocumentCacheStore, prefix: str, suffix: str, sync
 ) -> tuple[InfillOutput, float, dict]:
-    """One completion as the server runs it: acquire, infill, update.
+    """One completion as the server's service runs it: lookup, infill, update.
 
     Returns (out, total ms, breakdown ms: context ids for the lookup, store, encode, sample).
     """
@@ -97,11 +97,11 @@ def complete(
     prefix, suffix = context_text(engine, prefix + suffix, len(prefix), len(prefix))
     ids = engine.infill_context(prefix, suffix)
     t1 = time.perf_counter()
-    cache, cache_ids = store.acquire(URI, ids, b)
+    cache, cache_ids = store.lookup(URI, b)
     t2 = time.perf_counter()
     out = engine.infill(prefix, suffix, cache=cache, cache_ids=cache_ids, context_ids=ids)
     t3 = time.perf_counter()
-    store.update(URI, out.context_ids, out.context_cache, b, out.encoded_tokens)
+    store.update(URI, out.context_ids, out.context_cache, b, out.encoded_tokens, out.reused_tokens)
     sync()
     t4 = time.perf_counter()
     sample = sum(out.stats.step_ms)

@@ -181,8 +181,8 @@ async def typing_session(cfg: LatencyConfig, text: str, uri: str, tokenizer, log
                 else:
                     await asyncio.sleep(rng.uniform(cfg.min_gap_ms, cfg.max_gap_ms) / 1000)
         await asyncio.gather(*tasks)  # every answer, superseded ones included
+        server_lines = await c.job_timings()
         status = await c.status()
-        server_lines = dict(c.server_lines)
         start_ms = c.start_ms
     recs = [_record(kind, r, server_lines, tokenizer) for kind, r in records]
     return {"records": recs, "status": status, "start_ms": start_ms, "targets": len(targets)}
@@ -196,7 +196,7 @@ async def cold_session(cfg: LatencyConfig, text: str, uri: str, tokenizer) -> tu
         c.open(uri, "\n".join(lines) + "\n")
         reply, task = c.request(uri, tg.line, len(tg.indent), cfg.request)
         await task
-        server_lines = dict(c.server_lines)
+        server_lines = await c.job_timings()
         start_ms = c.start_ms
     return _record("cold", reply, server_lines, tokenizer), start_ms
 
@@ -311,7 +311,7 @@ def run(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    from benchmarks.cli import prepare
+    from benchmarks.options import prepare
 
     cfg = config_from_args(prepare(args))
     result = asyncio.run(run_latency(cfg, log))
@@ -325,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.cli import standalone
+    from benchmarks.options import standalone
 
     return standalone("python -m benchmarks.latency", __doc__, add_arguments, run, argv)
 

@@ -2,8 +2,9 @@
 
 Starts `python -m lsp_server` as a subprocess, initializes it with `initializationOptions`,
 waits for the model-loaded log line, and sends document edits and completion requests
-with request ids of its own, so the server's per-request log lines ("[id] ... in N ms
-(engine ...)") can be matched to the client's measurements.
+with request ids of its own, so the server's typed timings of each completion (the status
+command with `{"recentCompletions": true}`, by request id) can be matched to the client's
+measurements.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import collections
 import contextlib
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,13 +21,6 @@ from lsprotocol import types as t
 from pygls.lsp.client import LanguageClient
 
 STATUS_COMMAND = "diffusion-lsp.status"
-# The server's info line for a finished completion (lsp_server.server.complete).
-_DONE = re.compile(
-    r"^\[(?P<rid>[^\]]+)\] .*?(?P<mode>\w+)-line at \S+ -> (?P<chars>\d+) chars in (?P<ms>[\d.]+) ms"
-    r" \(engine (?P<engine>[\d.]+) ms, (?P<steps>\d+) steps, reused (?P<reused>\d+) / encoded"
-    r" (?P<encoded>\d+) context tokens(?P<late>, out of time)?\)"
-)
-
 
 class ServerError(RuntimeError):
     """The server could not load its model, died, or did not answer in time."""
@@ -41,7 +34,7 @@ class Reply:
     text: str | None = None  # first item's text (None: no answer or an error)
     error: str | None = None
     superseded: bool = False  # an edit was sent before the answer arrived
-    server: dict = field(default_factory=dict)  # parsed server log line, if any
+    server: dict = field(default_factory=dict)  # the server's timings of it, if any
 
 
 class BenchClient:
@@ -53,7 +46,6 @@ class BenchClient:
         self.threads = threads
         self.timeout_s = timeout_s
         self.client = LanguageClient("diffusion-lsp-bench", "1")
-        self.server_lines: dict[str, dict] = {}
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
         self._loaded = asyncio.Event()
         self._load_error: str | None = None
@@ -66,15 +58,6 @@ class BenchClient:
             msg = params.message
             if msg.startswith("loaded "):
                 self._loaded.set()
-            m = _DONE.match(msg)
-            if m:
-                d = m.groupdict()
-                self.server_lines[d.pop("rid")] = {
-                    "mode": d["mode"], "chars": int(d["chars"]), "server_ms": float(d["ms"]),
-                    "engine_ms": float(d["engine"]), "steps": int(d["steps"]),
-                    "reused_tokens": int(d["reused"]), "encoded_tokens": int(d["encoded"]),
-                    "out_of_time": d["late"] is not None,
-                }
 
         @self.client.feature(t.WINDOW_SHOW_MESSAGE)
         def _show(ls, params: t.ShowMessageParams) -> None:
@@ -189,9 +172,17 @@ class BenchClient:
         reply.text = _first_text(result)
         return reply
 
-    async def status(self) -> dict:
+    async def status(self, recent: bool = False) -> dict:
+        """The status command; `recent`: with the timings of the last completions."""
+        args = [{"recentCompletions": True}] if recent else None
         return await asyncio.wait_for(self.client.workspace_execute_command_async(
-            t.ExecuteCommandParams(command=STATUS_COMMAND)), self.timeout_s)
+            t.ExecuteCommandParams(command=STATUS_COMMAND, arguments=args)), self.timeout_s)
+
+    async def job_timings(self) -> dict[str, dict]:
+        """Request id -> the server's typed timings of that completion (mode, chars,
+        server_ms, engine_ms, steps, reused_tokens, encoded_tokens, out_of_time, ...)."""
+        status = await self.status(recent=True)
+        return {r["id"]: r for r in status.get("recent_completions", [])}
 
 
 def _first_text(result) -> str:

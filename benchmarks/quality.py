@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="position a step commits when none passes the threshold (default: the sampler's)")
     p.add_argument("--no-token-healing", dest="heal", action="store_false",
                    help="complete from the cursor's exact token split (default: token healing, as the server)")
-    from benchmarks.cli import add_decoder_arguments
+    from benchmarks.options import add_decoder_arguments
 
     add_decoder_arguments(p)
     p.add_argument("--seed", type=int, default=0)
@@ -301,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    from benchmarks.cli import sampler_from_args
+    from benchmarks.options import sampler_from_args
 
     sampler = sampler_from_args(args)
     engine = Engine.from_path(args.model, sampler=sampler)

@@ -1,6 +1,6 @@
 """Latency against document length (100 to 20,000 lines) and block size, warm and cold.
 
-Runs the server's own completion job (`lsp_server.jobs.run_completion`) with a
+Runs the server's own completion job (`lsp_server.service.Service.complete`) with a
 `cache.DocumentCacheStore`, in process, so the numbers are the model work plus the
 per-request text work (tokenizing the whole prefix and suffix, windowing) without the
 JSON-RPC hop (see `benchmarks.latency` for that). The cursor sits on an emptied code line
@@ -32,7 +32,7 @@ from benchmarks.report import (
 )
 from cache import DocumentCacheStore
 from diffusion_core.engine import Engine
-from lsp_server.jobs import run_completion
+from lsp_server.service import Service
 
 URI = "file:///bench/scaling.py"
 
@@ -54,8 +54,8 @@ def measure(engine: Engine, lines: int, repeats: int, max_tokens: int, seed: int
 
     def job(typed: str, store: DocumentCacheStore):
         t = before + typed + after
-        return run_completion(engine, t, len(before) + len(typed), store=store, uri=URI,
-                              max_tokens=max_tokens).timings
+        return Service(engine, store).complete(t, len(before) + len(typed), uri=URI,
+                                               max_tokens=max_tokens).timings
 
     tok = []
     for _ in range(max(1, repeats)):
@@ -72,18 +72,18 @@ def measure(engine: Engine, lines: int, repeats: int, max_tokens: int, seed: int
     return {
         "lines": lines, "block_size": b, "chars": len(text),
         "tokenize_ms": round(statistics.median(tok), 2),
-        "cold_ms": percentiles(r["total_ms"] for r in cold),
-        "warm_ms": percentiles(r["total_ms"] for r in warm),
-        "cold_encoded_tokens": statistics.median(r["encoded_tokens"] for r in cold),
-        "warm_encoded_tokens": statistics.median(r["encoded_tokens"] for r in warm),
-        "warm_reused_tokens": statistics.median(r["reused_tokens"] for r in warm),
-        "tokens_per_request": statistics.median(r["tokens"] for r in cold + warm),
-        "steps_per_request": statistics.median(r["steps"] for r in cold + warm),
+        "cold_ms": percentiles(r.total_ms for r in cold),
+        "warm_ms": percentiles(r.total_ms for r in warm),
+        "cold_encoded_tokens": statistics.median(r.encoded_tokens for r in cold),
+        "warm_encoded_tokens": statistics.median(r.encoded_tokens for r in warm),
+        "warm_reused_tokens": statistics.median(r.reused_tokens for r in warm),
+        "tokens_per_request": statistics.median(r.tokens for r in cold + warm),
+        "steps_per_request": statistics.median(r.steps for r in cold + warm),
     }
 
 
 def run_scaling(args: argparse.Namespace, log=lambda m: None) -> dict:
-    from benchmarks.cli import sampler_from_args
+    from benchmarks.options import sampler_from_args
 
     # --block-size is left to the rows: each one sets its own from --scaling-block-sizes
     base = sampler_from_args(args).replace(max_tokens=args.max_tokens)
@@ -106,7 +106,7 @@ def run_scaling(args: argparse.Namespace, log=lambda m: None) -> dict:
                    "threshold": base.threshold, "device": args.device,
                    "window": {"max_prefix": engine.window.max_prefix,
                               "max_suffix": engine.window.max_suffix}},
-        "path": "in process: lsp_server.jobs.run_completion + cache.DocumentCacheStore",
+        "path": "in process: lsp_server.service.Service.complete + cache.DocumentCacheStore",
         "rows": rows,
     }
 
@@ -122,7 +122,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from benchmarks import plots
-    from benchmarks.cli import prepare
+    from benchmarks.options import prepare
 
     prepare(args)
 
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.cli import standalone
+    from benchmarks.options import standalone
 
     return standalone("python -m benchmarks.scaling", __doc__, add_arguments, run, argv)
 

@@ -166,11 +166,6 @@ class RawClient:
             if not self._pump(time.monotonic() + 1):
                 return
 
-    def wait_eof(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self._pump(deadline):
-            pass
-
     # writing ---------------------------------------------------------------------------
     def send_bytes(self, data: bytes) -> None:
         self.proc.stdin.write(data)

@@ -246,7 +246,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from benchmarks import plots
-    from benchmarks.cli import prepare, sampler_from_args
+    from benchmarks.options import prepare, sampler_from_args
 
     prepare(args)
 
@@ -337,7 +337,7 @@ def summarize(args, base: SamplerConfig, d: dict, a: dict | None, points: list[d
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.cli import standalone
+    from benchmarks.options import standalone
 
     return standalone("python -m benchmarks.speed", __doc__, add_arguments, run, argv)
 

@@ -2,14 +2,15 @@
 
 One entry per document URI: the token ids of the last context encoded for it, their
 keys/values (`KVCache`), the block size and the model hash that produced them. A new
-request reuses the longest run of leading whole blocks whose ids are unchanged
-(`diffusion_core.layout.reusable_prefix`); the engine encodes only the rest.
+request gets the entry whole (`lookup`); the engine keeps the longest run of its leading
+whole blocks whose ids are unchanged (`diffusion_core.layout.reusable_prefix`) and encodes
+only the rest, and the job stores the new context back (`update`, with the counts).
 
 Thread safety: one lock guards the in-memory state and counters and is only held for
 dictionary work, never during model work or file I/O. Spill files are written by a
 background thread by default, so `close` and an evicting `update` return at once; an entry
 waiting for its spill is still served from memory. Entries are immutable (a `KVCache`
-never changes, ids are tuples), so a cache handed out by `acquire` stays valid however the
+never changes, ids are tuples), so a cache handed out by `lookup` stays valid however the
 store changes afterwards. File I/O runs under a second lock that serializes spills,
 restores and deletions; a sequence number per entry keeps a late spill of an old entry from
 overwriting a newer file or resurrecting a forgotten document.
@@ -37,7 +38,6 @@ import torch
 from cache import spill
 from diffusion_core.checkpoint import UnreadableFileError, read_regular
 from diffusion_core.kv_cache import KVCache
-from diffusion_core.layout import reusable_prefix
 
 __all__ = ["DEFAULT_BUDGET_BYTES", "CacheEntry", "DocumentCacheStore"]
 
@@ -154,39 +154,40 @@ class DocumentCacheStore:
         self.spill_dir: Path | None = self._init_spill_dir(spill_dir) if spill_dir is not None else None
 
     # -- public API -------------------------------------------------------------------
-    def acquire(self, uri: str, ids: list[int], block_size: int) -> tuple[KVCache | None, list[int] | None]:
-        """The stored cache of `uri` cut to the whole blocks that still match `ids`.
+    def lookup(self, uri: str, block_size: int) -> tuple[KVCache | None, list[int] | None]:
+        """The stored cache of `uri` and the ids it encodes, whole, or (None, None).
 
-        Returns (cache, cache_ids) for `Engine.infill(cache=..., cache_ids=...)`, or
-        (None, None) on a miss. Restores the entry from the spill directory when it is
-        not in memory.
+        For `Engine.infill(cache=..., cache_ids=...)`, which keeps the leading whole blocks
+        that still match the new context (`diffusion_core.layout.reusable_prefix`); the
+        store itself never decides what is reused. An entry of another block size is not
+        returned. Restores the entry from the spill directory when it is not in memory.
         """
         entry, snapshot = self._lookup(uri)
         if entry is None and snapshot is not None:
             entry = self._restore(uri, snapshot)
-        reuse = 0
-        if entry is not None and entry.block_size == block_size:
-            reuse = reusable_prefix(entry.ids, ids, entry.cache.length, block_size)  # type: ignore[arg-type]
-        with self._lock:
-            if reuse > 0:
-                self._counters["hits"] += 1
-                self._counters["reused_tokens"] += reuse
-                self._counters["reused_blocks"] += reuse // block_size
-            else:
-                self._counters["misses"] += 1
-        if reuse == 0 or entry is None:
+        if entry is None or entry.block_size != block_size:
             return None, None
-        return entry.cache.truncate(reuse), list(entry.ids[:reuse])
+        return entry.cache, list(entry.ids)
 
     def update(
-        self, uri: str, ids: list[int], cache: KVCache, block_size: int, encoded_tokens: int = 0
+        self, uri: str, ids: list[int], cache: KVCache, block_size: int, encoded_tokens: int = 0,
+        reused_tokens: int = 0,
     ) -> None:
-        """Make (ids, cache) the entry of `uri`; evict least recently used entries over budget."""
+        """Make (ids, cache) the entry of `uri`; evict least recently used entries over budget.
+
+        `encoded_tokens`, `reused_tokens`: what the job that made `cache` encoded and
+        reused of the previous entry (a hit when it reused any), for the counters."""
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
         if cache.length > len(ids):
             raise ValueError(f"cache of {cache.length} tokens does not fit {len(ids)} ids")
         with self._lock:
+            if reused_tokens > 0:
+                self._counters["hits"] += 1
+                self._counters["reused_tokens"] += reused_tokens
+                self._counters["reused_blocks"] += reused_tokens // block_size
+            else:
+                self._counters["misses"] += 1
             self._counters["updates"] += 1
             self._counters["encoded_tokens"] += max(0, encoded_tokens)
             self._counters["encoded_blocks"] += -(-max(0, encoded_tokens) // block_size)

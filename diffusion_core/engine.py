@@ -11,7 +11,7 @@ import difflib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -49,7 +49,6 @@ class InfillOutput:
     reused_tokens: int = 0
     encoded_tokens: int = 0
     total_ms: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -57,7 +56,6 @@ class RepairOutput:
     text: str
     changed: bool
     confidence: float
-    min_confidence: float
     stats: SampleStats
     total_ms: float = 0.0
 
@@ -264,12 +262,11 @@ class Engine:
         changed = res.tokens != block_ids
         if changed and change_ratio(block_ids, res.tokens) > sc.repair_max_change:
             # not a repair but a rewrite: keep the block, report no confidence in a change
-            return RepairOutput(block, False, 0.0, 0.0, res.stats, (time.perf_counter() - t0) * 1000)
+            return RepairOutput(block, False, 0.0, res.stats, (time.perf_counter() - t0) * 1000)
         return RepairOutput(
             text=text,
             changed=changed,
             confidence=res.confidence,
-            min_confidence=res.min_confidence,
             stats=res.stats,
             total_ms=(time.perf_counter() - t0) * 1000,
         )

@@ -45,11 +45,6 @@ def build_context(
     ]
 
 
-def context_blocks(n_tokens: int, block_size: int) -> list[tuple[int, int]]:
-    """[start, end) of each block of a context: whole blocks, then a possibly short one."""
-    return [(s, min(s + block_size, n_tokens)) for s in range(0, n_tokens, block_size)]
-
-
 def reusable_prefix(cached_ids: list[int], ids: list[int], cached_len: int, block_size: int) -> int:
     """How many leading tokens of a cache built for `cached_ids` serve `ids`: whole blocks only.
 

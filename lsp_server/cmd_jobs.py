@@ -1,4 +1,5 @@
-"""`diffusion-lsp complete` and `diffusion-lsp repair`: the server's jobs on one file.
+"""`diffusion-lsp complete` and `diffusion-lsp repair`: the server's jobs on one file, run
+by the same `lsp_server.service.Service` the server uses.
 
 Both print their result and never touch the file. Lines are 1-based (as editors show
 them); `--character` is a 0-based count of Unicode code points into the line.
@@ -107,7 +108,7 @@ def _engine(args, **sampler):
 
 
 def run_complete(args: argparse.Namespace) -> int:
-    from lsp_server import jobs
+    from lsp_server.service import Service
 
     text = _read(args.file)
     index = LineIndex(text)
@@ -126,7 +127,7 @@ def run_complete(args: argparse.Namespace) -> int:
                      block_size=args.block_size, budget_ms=args.budget_ms, heal=args.heal,
                      decoder=args.decoder)
     mode = None if args.mode == "auto" else args.mode
-    res = jobs.run_completion(engine, text, offset, mode=mode)
+    res = Service(engine).complete(text, offset, mode=mode)
     if args.json:
         out = {"file": str(args.file), "line": args.line, "character": character, **res.to_json()}
         print(json.dumps(out, ensure_ascii=False, indent=2))
@@ -134,7 +135,7 @@ def run_complete(args: argparse.Namespace) -> int:
         sys.stdout.write(res.text + ("\n" if res.text and not res.text.endswith("\n") else ""))
         if not res.text.strip():
             print(f"diffusion-lsp: no completion at {args.file}:{args.line}:{character} "
-                  f"({res.timings['steps']} denoising steps, {res.timings['total_ms']:.0f} ms)",
+                  f"({res.timings.steps} denoising steps, {res.timings.total_ms:.0f} ms)",
                   file=sys.stderr)
     return 0
 
@@ -142,7 +143,7 @@ def run_complete(args: argparse.Namespace) -> int:
 def run_repair(args: argparse.Namespace) -> int:
     import difflib
 
-    from lsp_server import jobs
+    from lsp_server.service import Service
 
     text = _read(args.file)
     n = LineIndex(text).line_count
@@ -153,8 +154,8 @@ def run_repair(args: argparse.Namespace) -> int:
     try:
         from lsp_server.blocks import language_of
 
-        res = jobs.run_repair(engine, text, args.start_line - 1, args.end_line - 1,
-                              language=language_of(str(args.file)))
+        res = Service(engine).repair(text, args.start_line - 1, args.end_line - 1,
+                                     language=language_of(str(args.file)))
     except ValueError as e:  # block longer than the repair limit
         print(f"diffusion-lsp: {e}", file=sys.stderr)
         return 2
@@ -169,6 +170,6 @@ def run_repair(args: argparse.Namespace) -> int:
 
         name = str(args.file)
         sys.stdout.writelines(difflib.unified_diff(
-            text.splitlines(keepends=True), apply_edits(text, res.edits).splitlines(keepends=True),
+            text.splitlines(keepends=True), apply_edits(text, list(res.edits)).splitlines(keepends=True),
             fromfile=f"a/{name}", tofile=f"b/{name}", n=1))
     return 0

@@ -72,14 +72,6 @@ def index_to_column(line: str, index: int, encoding: str = UTF16) -> int:
     return sum(code_units(ch, encoding) for ch in line[:index])
 
 
-def text_length(text: str, encoding: str = UTF16) -> int:
-    """Length of `text` in code units of `encoding`."""
-    _check_encoding(encoding)
-    if encoding == UTF32 or text.isascii():
-        return len(text)
-    return sum(code_units(ch, encoding) for ch in text)
-
-
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 

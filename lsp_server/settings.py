@@ -8,56 +8,11 @@ for the user and the default (or the previous) value is kept.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 SECTION = "diffusionLsp"
 LOG_LEVELS = ("error", "warning", "info", "debug")
-
-
-@dataclass(frozen=True)
-class Settings:
-    model_path: str | None = None  # None: the embedded default model
-    device: str = "cpu"
-    block_size: int = 32
-    threshold: float = 0.9
-    max_tokens: int = 64
-    latency_budget_ms: float = 0.0  # 0: no budget
-    token_healing: bool = True
-    cache_budget_mb: float = 256.0
-    cache_dir: str | None = None  # None: no spill to disk
-    cache_dir_max_mb: float = 1024.0  # spill directory budget (0: no limit), oldest go first
-    cache_dir_max_age_days: float = 7.0  # spill files older than this are deleted (0: never)
-    enable_completion: bool = True
-    enable_inline_completion: bool = True
-    enable_repair: bool = True
-    log_level: str = "info"
-
-    def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
-
-    def to_json(self) -> dict[str, Any]:
-        return {key: getattr(self, attr) for key, attr in KEYS.items()}
-
-
-# JSON key -> attribute
-KEYS = {
-    "modelPath": "model_path",
-    "device": "device",
-    "blockSize": "block_size",
-    "threshold": "threshold",
-    "maxTokens": "max_tokens",
-    "latencyBudgetMs": "latency_budget_ms",
-    "tokenHealing": "token_healing",
-    "cacheBudgetMb": "cache_budget_mb",
-    "cacheDir": "cache_dir",
-    "cacheDirMaxMb": "cache_dir_max_mb",
-    "cacheDirMaxAgeDays": "cache_dir_max_age_days",
-    "enableCompletion": "enable_completion",
-    "enableInlineCompletion": "enable_inline_completion",
-    "enableRepair": "enable_repair",
-    "logLevel": "log_level",
-}
 
 
 def _opt_str(v: Any) -> str | None:
@@ -68,10 +23,16 @@ def _opt_str(v: Any) -> str | None:
     return v
 
 
+_opt_str.schema = {"type": ["string", "null"]}
+
+
 def _device(v: Any) -> str:
     if not isinstance(v, str) or not (v == "cpu" or v == "cuda" or v.startswith("cuda:")):
         raise ValueError('expected "cpu" or "cuda"')
     return v
+
+
+_device.schema = {"type": "string"}
 
 
 def _int_in(lo: int, hi: int):
@@ -80,6 +41,7 @@ def _int_in(lo: int, hi: int):
             raise ValueError(f"expected an integer in {lo}..{hi}")
         return int(v)
 
+    check.schema = {"type": "integer", "minimum": lo, "maximum": hi}
     return check
 
 
@@ -89,6 +51,7 @@ def _float_in(lo: float, hi: float):
             raise ValueError(f"expected a number in [{lo}, {hi}]")
         return float(v)
 
+    check.schema = {"type": "number", "minimum": lo, "maximum": hi}
     return check
 
 
@@ -98,29 +61,68 @@ def _bool(v: Any) -> bool:
     return v
 
 
+_bool.schema = {"type": "boolean"}
+
+
 def _level(v: Any) -> str:
     if not isinstance(v, str) or v.lower() not in LOG_LEVELS:
         raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
     return v.lower()
 
 
-CHECKS = {
-    "model_path": _opt_str,
-    "device": _device,
-    "block_size": _int_in(1, 512),
-    "threshold": _float_in(0.0, 1.0),
-    "max_tokens": _int_in(1, 8192),
-    "latency_budget_ms": _float_in(0.0, 60_000.0),
-    "token_healing": _bool,
-    "cache_budget_mb": _float_in(0.0, 1 << 20),
-    "cache_dir": _opt_str,
-    "cache_dir_max_mb": _float_in(0.0, 1 << 24),
-    "cache_dir_max_age_days": _float_in(0.0, 36500.0),
-    "enable_completion": _bool,
-    "enable_inline_completion": _bool,
-    "enable_repair": _bool,
-    "log_level": _level,
-}
+_level.schema = {"type": "string", "enum": list(LOG_LEVELS)}
+
+
+def _setting(default: Any, check) -> Any:
+    """A field of `Settings`: its default and the check of a client's value."""
+    return field(default=default, metadata={"check": check})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The one declaration of the settings: each field is a setting, its JSON key the
+    field name in camelCase (`KEYS`), its check in the field's metadata (`CHECKS`). The
+    editor clients' tables are tested against it (tests/e2e/test_client_settings.py)."""
+
+    model_path: str | None = _setting(None, _opt_str)  # None: the embedded default model
+    device: str = _setting("cpu", _device)
+    block_size: int = _setting(32, _int_in(1, 512))
+    threshold: float = _setting(0.9, _float_in(0.0, 1.0))
+    max_tokens: int = _setting(64, _int_in(1, 8192))
+    latency_budget_ms: float = _setting(0.0, _float_in(0.0, 60_000.0))  # 0: no budget
+    token_healing: bool = _setting(True, _bool)
+    cache_budget_mb: float = _setting(256.0, _float_in(0.0, 1 << 20))
+    cache_dir: str | None = _setting(None, _opt_str)  # None: no spill to disk
+    # spill directory budget (0: no limit), oldest go first
+    cache_dir_max_mb: float = _setting(1024.0, _float_in(0.0, 1 << 24))
+    # spill files older than this are deleted (0: never)
+    cache_dir_max_age_days: float = _setting(7.0, _float_in(0.0, 36500.0))
+    enable_completion: bool = _setting(True, _bool)
+    enable_inline_completion: bool = _setting(True, _bool)
+    enable_repair: bool = _setting(True, _bool)
+    log_level: str = _setting("info", _level)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {key: getattr(self, attr) for key, attr in KEYS.items()}
+
+
+def _camel(attr: str) -> str:
+    head, *rest = attr.split("_")
+    return head + "".join(w.capitalize() for w in rest)
+
+
+# JSON key -> attribute, and attribute -> check: both read off the declaration
+KEYS = {_camel(f.name): f.name for f in dataclasses.fields(Settings)}
+CHECKS = {f.name: f.metadata["check"] for f in dataclasses.fields(Settings)}
+
+
+def schema() -> dict[str, dict[str, Any]]:
+    """JSON key -> JSON-schema fragment (type, range, enum) and default, from the checks."""
+    return {key: {**CHECKS[attr].schema, "default": getattr(Settings(), attr)}
+            for key, attr in KEYS.items()}
 
 
 def unwrap_section(data: Any) -> Any:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from diffusion_core.scoring import canvas_scores, slot_predictions
 from lsp_server.edits import minimal_edits
+from lsp_server.repair import keep_line_ending
 
 ErrorAt = Callable[[str], "int | None"]
 CancelFn = Callable[[], bool]
@@ -195,13 +196,16 @@ def verified_repair(
     cancel: CancelFn | None = None,
     use_model_proposal: bool = True,
     rounds: int = ROUNDS,
+    sampler=None,
 ) -> VerifiedRepair:
+    """`sampler`: the engine's own when None."""
     t0 = time.perf_counter()
+    sc = sampler or engine.sampler
     s = _Search(engine, block, error_at, cancel)
-    ctx = engine.repair_context(prefix, suffix)
-    s.cache = engine.encode_context(ctx, cancel=cancel)
+    ctx = engine.repair_context(prefix, suffix, sc.block_size)
+    s.cache = engine.encode_context(ctx, cancel=cancel, block_size=sc.block_size)
     n_block = len(s.tok.encode(block))
-    s.canvas_len = n_block + max(4, math.ceil(engine.sampler.repair_slack * n_block))
+    s.canvas_len = n_block + max(4, math.ceil(sc.repair_slack * n_block))
     valid: dict[str, Candidate] = {}
 
     def consider(text: str, source: str) -> int | None:
@@ -214,14 +218,11 @@ def verified_repair(
 
     if use_model_proposal and not engine.is_ar:
         try:
-            out = engine.repair(prefix, block, suffix, cancel=cancel)
+            out = engine.repair(prefix, block, suffix, cancel=cancel, sampler=sc)
         except ValueError:  # too long for the canvas: the token edits still run
             out = None
         if out is not None and out.changed:
-            text = out.text
-            if block.endswith("\n") and not text.endswith("\n"):
-                text += "\n"
-            consider(text, "model")
+            consider(keep_line_ending(block, out.text), "model")
     frontier = [(block, "", focus)]
     base_err = s.check(block)
     base_err = -1 if base_err is None else base_err

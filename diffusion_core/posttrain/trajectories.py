@@ -88,10 +88,6 @@ class Trajectory:
             out.extend(torch.bincount(per_block[b], minlength=n).tolist())
         return out
 
-    def masked_at(self, state: torch.Tensor) -> torch.Tensor:
-        """state (n_blocks,) long: step index per block -> (m,) bool, masked before that step."""
-        return self.commit_step >= state.repeat_interleave(self.block_size)
-
     def validate(self) -> None:
         """Raise ValueError unless every position was committed once and no step was empty."""
         m = len(self.source.target)

@@ -11,7 +11,8 @@ its message: one per broken block (a block with a tree-sitter ERROR/MISSING node
 CPython's error line that still fails with the other broken blocks stubbed out), or one
 for the file when no block can be blamed. The fix is attached only when the file parses
 with it in place of the block (`lsp_server.syntax_repair` verifies every candidate; the
-result is checked again here), whatever the confidence. Any other block is reported as
+shared repair job, `lsp_server.repair.repair_block`, checks the result again), whatever
+the confidence. Any other block is reported as
 DL002 when the model changes it with confidence >= threshold and, for Python, the
 proposal still parses; a repairer with a cheap `suspicious` pass sends only the blocks it
 flags to the full repair.
@@ -24,13 +25,12 @@ import errno
 import hashlib
 import io
 import os
-import textwrap
 import time
 import tokenize
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lsp_server.blocks import PYTHON, Block, find_blocks, language_of, syntax_errors
+from lsp_server.blocks import PYTHON, Block, find_blocks, language_of
 from lsp_server.check.findings import (
     SUSPICIOUS_CODE,
     SYNTAX_ERROR,
@@ -41,7 +41,8 @@ from lsp_server.check.findings import (
 from lsp_server.check.fix import block_diff
 from lsp_server.check.repairer import Repairer
 from lsp_server.edits import apply_edits, minimal_edits, shift
-from lsp_server.syntax import BlockSplice, locate, offset_at, python_error, python_parses
+from lsp_server.repair import Broken, repair_block
+from lsp_server.syntax import locate, python_error, python_parses
 
 DEFAULT_MAX_FILE_SIZE = 1_000_000  # bytes
 BLOCK_MAX_CHARS = 1200  # first cut of the splitter; the repairer has the last word (`fits`)
@@ -153,11 +154,6 @@ def python_error_line(text: str) -> tuple[int, str] | None:
     return None if p is None else (p.line, p.message)
 
 
-def _block_parses(block: str) -> bool:
-    """A block on its own (dedented) parses: methods and bodies are fine outside a def."""
-    return python_parses(textwrap.dedent(block))
-
-
 # -- the check ---------------------------------------------------------------------------
 @dataclass
 class TextCheck:
@@ -198,14 +194,11 @@ def check_text(
                 continue
             if i in errors:
                 loc = errors[i]
-                a, b = _repair_window(repairer, text, s, e, loc.start)
-                fits = a is not None
-                n_blocks += fits
-                long_blocks += not fits
-                new, conf = (
-                    _syntax_fix(repairer, text, splice, i, a, b, loc.start - a, loc.end - a)
-                    if fits else (None, 0.0)
-                )
+                got = repair_block(repairer, text, s, e, language=language,
+                                   broken=Broken(splice, i, loc.start, loc.end))
+                n_blocks += got is not None
+                long_blocks += got is None
+                new, conf = (None, 0.0) if got is None or got.text == block else (got.text, got.confidence)
                 unrepaired += new is None
                 findings.append(_syntax_finding(display, table, text, s, block, new, conf,
                                                 (loc.start, loc.end, loc.problem), blocks[i], seen))
@@ -222,18 +215,14 @@ def check_text(
             if suspect is not None and not suspect(text[:s], block, text[e:], threshold):
                 continue
             suspects += 1
-            prop = repairer.repair(text[:s], block, text[e:])
-            new = prop.text
-            if block.endswith("\n") and not new.endswith("\n"):
-                new += "\n"  # the model may drop the block's final line break
-            if new == block or prop.confidence < threshold:
-                continue
-            if language == PYTHON and _block_parses(block) and not _block_parses(new):
-                continue  # a proposal that breaks the syntax is not worth reporting
+            got = repair_block(repairer, text, s, e, language=language)
+            if got is None or got.text == block or got.confidence < threshold:
+                continue  # (a proposal that breaks the block's syntax comes back unchanged)
+            new = got.text
             if language == PYTHON and not located and not python_parses(text[:s] + new + text[e:]):
                 continue  # nor one that breaks the file
             findings.append(_finding(SUSPICIOUS_CODE, "the model proposes a change", display, table,
-                                     text, s, block, new, prop.confidence, blocks[i], seen))
+                                     text, s, block, new, got.confidence, blocks[i], seen))
         finally:
             if on_block is not None:
                 on_block(1)
@@ -248,79 +237,6 @@ def check_text(
         unrepaired += 1
     findings.sort(key=lambda f: (f.line, f.column, f.rule_id))
     return TextCheck(findings, n_blocks, long_blocks, unrepaired, suspects)
-
-
-WINDOW_LINES = (6, 3, 1)  # lines either side of the error when its block is too long
-
-
-def _repair_window(repairer: Repairer, text: str, s: int, e: int, err: int):
-    """The part [a, b) of block [s, e) that goes to the model: the whole block if it fits,
-    else whole lines around the error (tree-sitter's recovery can make one huge ERROR node
-    of everything after a missing colon); (None, None) when nothing fits."""
-    if repairer.fits(text[s:e]):
-        return s, e
-    for n in WINDOW_LINES:
-        a = s
-        pos = err
-        for _ in range(n + 1):
-            a = text.rfind("\n", s, pos)
-            if a < 0:
-                a = s
-                break
-            pos = a
-            a += 1
-        b = err
-        for _ in range(n + 1):
-            nl = text.find("\n", b, e)
-            if nl < 0:
-                b = e
-                break
-            b = nl + 1
-        a = max(a, s)
-        if repairer.fits(text[a:b]):
-            return a, b
-    return None, None
-
-
-def _syntax_fix(
-    repairer: Repairer, text: str, splice: BlockSplice, i: int, a: int, b: int,
-    err_a: int, err_b: int,
-) -> tuple[str | None, float]:
-    """A verified fix for broken block i, of which [a, b) is sent to the model:
-    (new block i, confidence) or (None, 0.0)."""
-    s, e = splice.spans[i]
-    block = text[s:e]
-    part = text[a:b]
-    head, tail = text[s:a], text[b:e]
-    valid = splice.validator(i)
-    base = splice.offset_of(i) + (a - s)
-
-    def error_at(candidate: str) -> int | None:
-        assembled = splice.assemble(i, head + candidate + tail)
-        p = python_error(assembled)
-        return None if p is None else offset_at(assembled, p.line, p.column) - base
-
-    focus = [(err_a, err_b)]  # CPython's error first: the edits are tried nearest to it
-    first = text.count("\n", 0, a)  # the part's first line
-    last = first + part.count("\n")
-    for lo, hi in syntax_errors(text, PYTHON):  # tree-sitter's ERROR / MISSING nodes
-        if hi >= first and lo <= last:
-            fa = offset_at(part, max(0, lo - first), 0)
-            focus.append((fa, offset_at(part, min(hi, last) - first + 1, 0)))
-    verified = getattr(repairer, "repair_syntax", None)
-    if verified is not None:
-        prop = verified(text[:a], part, text[b:], error_at, focus)
-    else:
-        prop = repairer.repair(text[:a], part, text[b:])
-    if prop is None:
-        return None, 0.0
-    new = prop.text
-    if part.endswith("\n") and not new.endswith("\n"):
-        new += "\n"
-    new = head + new + tail
-    if new == block or not valid(new):  # never offer a repair that does not parse
-        return None, 0.0
-    return new, float(prop.confidence)
 
 
 def _fix_parts(base: int, block: str, new: str) -> tuple[int, int, str, str]:

@@ -135,6 +135,48 @@ def _write_output(path: str, text: str) -> None:
         raise
 
 
+def _targets(args: argparse.Namespace, root: str, shard) -> tuple:
+    """The files to check and, with --changed-since, their changed lines; raises
+    UsageError for a missing path or a bad git ref."""
+    wopts = WalkOptions(
+        root=root, include=tuple(args.include) if args.include else DEFAULT_INCLUDE,
+        exclude=tuple(args.exclude), gitignore=not args.no_gitignore,
+        follow_symlinks=args.follow_symlinks,
+    )
+    found = walk(list(args.paths), wopts, shard)
+    if found.missing:
+        raise UsageError(f"no such file or directory: {', '.join(found.missing)}")
+    if not args.changed_since:
+        return found, None
+    from lsp_server.check.changed import ChangedError, changed_since
+
+    try:
+        changes = changed_since(args.changed_since, root)
+    except ChangedError as e:
+        raise UsageError(f"--changed-since {args.changed_since}: {e}") from None
+    kept = []
+    changed_lines = {}
+    for tgt in found.files:
+        got = changes.of(tgt.path)
+        if got is not False:
+            kept.append(tgt)
+            changed_lines[tgt.path] = got
+    found.files = kept
+    return found, changed_lines
+
+
+def _tell(report, say, stderr: TextIO) -> None:
+    """Skipped files, errors, files left unfixed and the summary line, on stderr."""
+    for path, reason in report.skipped:
+        say(f"warning: {path}: skipped: {reason}")
+    for path, msg in report.errors:
+        say(f"error: {path}: {msg}")
+    for path, status in report.fix_status.items():
+        if status != "fixed":
+            say(f"warning: {path}: {status}")
+    print(report.summary.line(), file=stderr)
+
+
 def execute(
     args: argparse.Namespace, factory: RepairerFactory | None = None,
     stdout: TextIO | None = None, stderr: TextIO | None = None,
@@ -152,32 +194,11 @@ def execute(
         say(f"error: {e}")
         return EXIT_ERROR
     root = os.path.abspath(args.root or os.getcwd())
-    wopts = WalkOptions(
-        root=root, include=tuple(args.include) if args.include else DEFAULT_INCLUDE,
-        exclude=tuple(args.exclude), gitignore=not args.no_gitignore,
-        follow_symlinks=args.follow_symlinks,
-    )
-    found = walk(list(args.paths), wopts, shard)
-    if found.missing:
-        say(f"error: no such file or directory: {', '.join(found.missing)}")
+    try:
+        found, changed_lines = _targets(args, root, shard)
+    except UsageError as e:
+        say(f"error: {e}")
         return EXIT_ERROR
-    changed_lines = None
-    if args.changed_since:
-        from lsp_server.check.changed import ChangedError, changed_since
-
-        try:
-            changes = changed_since(args.changed_since, root)
-        except ChangedError as e:
-            say(f"error: --changed-since {args.changed_since}: {e}")
-            return EXIT_ERROR
-        kept = []
-        changed_lines = {}
-        for tgt in found.files:
-            got = changes.of(tgt.path)
-            if got is not False:
-                kept.append(tgt)
-                changed_lines[tgt.path] = got
-        found.files = kept
     if factory is None:
         threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
         factory = EngineRepairerFactory(args.model, args.device, threads, args.max_change)
@@ -215,10 +236,7 @@ def execute(
         sum(f.has_fix for f in r.findings) for r in run.results
         if fix_status.get(r.display) == "fixed"
     )
-    if args.diff:
-        text = "".join(result_diff(r) for r in run.results)
-    else:
-        text = render(args.format, report)
+    text = "".join(result_diff(r) for r in run.results) if args.diff else render(args.format, report)
     try:
         if args.output:
             _write_output(args.output, text)
@@ -229,14 +247,7 @@ def execute(
         say(f"error: cannot write the report: {e}")
         return EXIT_ERROR
     if not args.quiet:
-        for path, reason in report.skipped:
-            say(f"warning: {path}: skipped: {reason}")
-        for path, msg in report.errors:
-            say(f"error: {path}: {msg}")
-        for path, status in report.fix_status.items():
-            if status != "fixed":
-                say(f"warning: {path}: {status}")
-        print(report.summary.line(), file=stderr)
+        _tell(report, say, stderr)
     if run.interrupted:
         say(f"interrupted: the report covers {len(run.results)} of {len(found.files)} files")
         return EXIT_INTERRUPTED

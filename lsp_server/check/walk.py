@@ -140,6 +140,22 @@ def _glob(patterns) -> pathspec.GitIgnoreSpec:
     return pathspec.GitIgnoreSpec.from_lines(list(patterns))
 
 
+def _first_visit(d: str, seen_dirs: set[tuple[int, int]], skip) -> bool:
+    """Following symlinks: whether directory `d` is entered (not one already visited, which
+    a symlink loop would bring back, and one that can be entered); skipped with a reason."""
+    try:
+        st = os.stat(d)
+    except OSError as e:
+        skip(d, f"cannot enter directory: {e.strerror or e}")
+        return False
+    key = (st.st_dev, st.st_ino)
+    if key in seen_dirs:
+        skip(d, "symlink loop (directory already visited)")
+        return False
+    seen_dirs.add(key)
+    return True
+
+
 def walk(paths: list[str], opts: WalkOptions, shard: tuple[int, int] | None = None) -> Walk:
     root = os.path.abspath(opts.root)
     include = _glob(opts.include)
@@ -183,19 +199,9 @@ def walk(paths: list[str], opts: WalkOptions, shard: tuple[int, int] | None = No
             skip(e.filename or path, f"cannot list directory: {e.strerror or e}")
 
         for d, dirnames, filenames in os.walk(path, onerror=onerror, followlinks=opts.follow_symlinks):
-            if opts.follow_symlinks:
-                try:
-                    st = os.stat(d)
-                except OSError as e:
-                    skip(d, f"cannot enter directory: {e.strerror or e}")
-                    dirnames[:] = []
-                    continue
-                key = (st.st_dev, st.st_ino)
-                if key in seen_dirs:
-                    skip(d, "symlink loop (directory already visited)")
-                    dirnames[:] = []
-                    continue
-                seen_dirs.add(key)
+            if opts.follow_symlinks and not _first_visit(d, seen_dirs, skip):
+                dirnames[:] = []
+                continue
             keep = []
             for name in sorted(dirnames):
                 sub = os.path.join(d, name)

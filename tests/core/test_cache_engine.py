@@ -37,11 +37,12 @@ def engine(model_dir):
 def complete(engine: Engine, store: DocumentCacheStore | None, prefix: str, suffix: str, uri: str = URI):
     b = engine.sampler.block_size
     cache = cache_ids = None
-    if store is not None:
-        cache, cache_ids = store.acquire(uri, engine.infill_context(prefix, suffix), b)
+    if store is not None:  # as lsp_server.service.Service.complete does
+        cache, cache_ids = store.lookup(uri, b)
     out = engine.infill(prefix, suffix, cache=cache, cache_ids=cache_ids)
     if store is not None:
-        store.update(uri, out.context_ids, out.context_cache, b, out.encoded_tokens)
+        store.update(uri, out.context_ids, out.context_cache, b, out.encoded_tokens,
+                     out.reused_tokens)
     return out
 
 

@@ -13,7 +13,7 @@ import pytest
 from cache import spill
 from cache.store import DocumentCacheStore
 from diffusion_core.checkpoint import UnreadableFileError, read_regular
-from tests.core.test_cache_store import MODEL, B, ids_of, make_cache, put
+from tests.core.test_cache_store import MODEL, B, acquire, ids_of, make_cache, put
 
 
 def _store(tmp_path, **kw) -> DocumentCacheStore:
@@ -24,7 +24,7 @@ def _store(tmp_path, **kw) -> DocumentCacheStore:
 def _restore_in_thread(store, uri, ids, timeout=20.0):
     """acquire() in a thread: a FIFO would block it forever, so the test waits bounded."""
     out: list = []
-    th = threading.Thread(target=lambda: out.append(store.acquire(uri, ids, B)), daemon=True)
+    th = threading.Thread(target=lambda: out.append(acquire(store, uri, ids, B)), daemon=True)
     th.start()
     th.join(timeout)
     assert not th.is_alive(), "acquire() hangs on the planted file"
@@ -83,7 +83,7 @@ def test_the_spill_directory_has_a_size_budget(tmp_path):
     assert sum(p.stat().st_size for p in files) <= 5 * one + one // 2
     assert len(files) == 5 and store.stats()["expired_spill_files"] == 35
     # the newest survive: the last document still restores
-    cache, _ids = store.acquire("file:///d39.py", ids_of(39, 40), B)
+    cache, _ids = acquire(store, "file:///d39.py", ids_of(39, 40), B)
     assert cache is not None
 
 
@@ -108,7 +108,7 @@ def test_uris_with_lone_surrogates_spill_and_restore(tmp_path):
     put(store, uri, ids_of(3, 40))
     store.close(uri)
     assert store.stats()["spills"] == 1 and store.stats()["spill_errors"] == 0
-    cache, _ids = store.acquire(uri, ids_of(3, 40), B)
+    cache, _ids = acquire(store, uri, ids_of(3, 40), B)
     assert cache is not None and store.stats()["restores"] == 1
 
 

@@ -56,3 +56,29 @@ def test_nvim_server_key_list_matches_the_server():
     block = re.search(r"M\.SERVER_SETTING_KEYS = \{(.*?)\}", text, re.S)
     assert block is not None
     assert re.findall(r"'(\w+)'", block.group(1)) == list(KEYS)
+
+
+def test_vscode_types_ranges_and_choices_follow_the_declaration():
+    """package.json states each server setting's type, minimum and choices as
+    `lsp_server.settings.Settings` declares them (a maximum, where it states one, too)."""
+    from lsp_server.settings import schema
+
+    props = vscode_properties()
+    for key, want in schema().items():
+        got = props[key]
+        assert got["type"] == want["type"], key
+        for bound in ("minimum", "maximum"):
+            if bound in got or bound == "minimum" and bound in want:
+                assert got.get(bound) == want.get(bound), (key, bound)
+        assert got.get("enum") == want.get("enum"), key
+        assert got["default"] == want["default"], key
+
+
+def test_the_declaration_is_the_only_table():
+    """KEYS and CHECKS are read off the dataclass: a new field is a new setting."""
+    import dataclasses
+
+    from lsp_server.settings import CHECKS
+
+    names = [f.name for f in dataclasses.fields(Settings)]
+    assert list(KEYS.values()) == names and list(CHECKS) == names

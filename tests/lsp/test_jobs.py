@@ -169,12 +169,12 @@ async def test_worker_supersedes_and_cancels():
 def test_run_repair_edits_rebuild_the_document(tiny_model):
     from diffusion_core.config import SamplerConfig
     from diffusion_core.engine import Engine
-    from lsp_server.jobs import run_repair
+    from lsp_server.service import Service
 
     # a high repair threshold makes the random tiny model rewrite tokens: real edits
     engine = Engine.from_path(tiny_model, sampler=SamplerConfig(repair_threshold=0.99))
     text = "import os\n\ndef area(r):\n    return 3.14 * (r *\n\nprint(area(2))\n"
-    res = run_repair(engine, text, 2, 3)
+    res = Service(engine).repair(text, 2, 3)
     assert res.changed and (res.start_line, res.end_line) == (2, 3)
     assert text[res.start : res.end] == res.old_block == "def area(r):\n    return 3.14 * (r *\n"
     assert apply_edits(text, res.edits) == text[: res.start] + res.new_block + text[res.end :]
@@ -186,15 +186,15 @@ def test_workspace_edit_uses_the_negotiated_encoding():
     from lsprotocol import types as t
 
     from lsp_server.server import build_server
+    from lsp_server.session import Session
     from tests.lsp.conftest import capabilities
 
     server = build_server()
-    server.protocol.client_capabilities = capabilities()
     text = "s = '\U0001f600'\nx = 1\n"
     snap = server.docs.open("file:///a.py", text, 3, "python")
     start = text.index("'") + 3  # after the closing quote
     for enc, col in (("utf-16", 8), ("utf-8", 10), ("utf-32", 7)):
-        server.encoding = enc
+        server.session = Session.from_client(capabilities(), enc)
         edit = server.workspace_edit(snap, [Edit(start, start, " + s")])
         (doc_edit,) = edit.document_changes
         assert doc_edit.text_document.version == 3

@@ -12,7 +12,6 @@ from lsp_server.positions import (
     column_to_index,
     index_to_column,
     line_starts,
-    text_length,
 )
 
 EMOJI = "\U0001f600"  # 😀: 1 code point, 2 UTF-16 units, 4 UTF-8 bytes
@@ -118,8 +117,3 @@ def test_incremental_index_joins_and_splits_crlf():
     assert LineIndex("ab\r\ncd").replaced(3, 3, "x").starts == [0, 3, 5]  # split in two
     assert idx.replaced(0, 7, "").starts == [0]
 
-
-def test_text_length():
-    assert text_length(f"a{EMOJI}", UTF16) == 3
-    assert text_length(f"a{EMOJI}", UTF8) == 5
-    assert text_length(f"a{EMOJI}", UTF32) == 2

@@ -158,8 +158,10 @@ def test_framing_recovers_after_garbage(items):
 
 
 def test_oversized_message_is_skipped_without_allocating(monkeypatch):
-    monkeypatch.setattr(rpc, "MAX_BODY_BYTES", 100)
-    monkeypatch.setattr(rpc, "_SKIP_CHUNK", 7)
+    from lsp_server import framing  # the read loop's own limits
+
+    monkeypatch.setattr(framing, "MAX_BODY_BYTES", 100)
+    monkeypatch.setattr(framing, "_SKIP_CHUNK", 7)
     big = frame(b"x" * 1000)
     rec = _serve(big + frame(b'{"ok": 1}'))
     assert rec.errors == [rpc.INVALID_REQUEST] and rec.bodies == [b'{"ok": 1}']

@@ -114,7 +114,7 @@ def test_pickle_bomb_named_like_a_cache_spill_is_rejected(tmp_path, bomb, wrap):
         data = msgpack.packb({"magic": spill.MAGIC, "format": spill.FORMAT_VERSION,
                               "sha256": hashlib.sha256(data).hexdigest(), "payload": data})
     path.write_bytes(data)
-    cache, ids = store.acquire(uri, list(range(16)), 8)
+    cache, ids = store.lookup(uri, 8)
     assert cache is None and ids is None
     assert store.stats()["rejected_spill_files"] == 1 and not path.exists()
 
@@ -141,5 +141,5 @@ def test_nothing_in_the_package_loads_torch_pickles(monkeypatch, tiny_model, tmp
     kv = KVCache((torch.zeros(1, 2, 8, 8),), (torch.zeros(1, 2, 8, 8),))
     store.update("u", list(range(8)), kv, 8)
     store.close("u")
-    assert store.acquire("u", list(range(8)), 8)[0] is not None  # restored from disk
+    assert store.lookup("u", 8)[0] is not None  # restored from disk
     assert calls == []

@@ -112,6 +112,13 @@ async def test_completion_item_has_text_edit(client: LanguageClient):
     s = await status(client)
     assert s["requests_served"] >= 1 and s["completion_latency_ms"]["p50"] > 0
     assert s["cache"]["updates"] >= 1
+    assert "recent_completions" not in s  # only when asked for
+    recent = (await client.workspace_execute_command_async(t.ExecuteCommandParams(
+        command="diffusion-lsp.status", arguments=[{"recentCompletions": True}])))
+    last = recent["recent_completions"][-1]  # the typed timings, not a log line
+    assert last["mode"] == "single" and last["chars"] == len(edit.new_text) - len("rad")
+    assert last["steps"] >= 1 and last["engine_ms"] > 0 and last["server_ms"] >= last["engine_ms"]
+    assert {"reused_tokens", "encoded_tokens", "out_of_time", "id"} <= set(last)
 
 
 async def test_inline_completion_single_and_multi_line(client: LanguageClient):

@@ -1,0 +1,125 @@
+"""textDocument/completion and textDocument/inlineCompletion: one completion job each."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from lsprotocol import types as t
+from pygls.exceptions import JsonRpcException
+
+from diffusion_core.sampler import Cancelled
+from lsp_server import jobs
+from lsp_server.features import REQUEST_FAILED
+
+log = logging.getLogger("lsp_server")
+
+
+def documentation(ls, language: str, code: str):
+    """The proposed code as the item's documentation, in a format the client declared."""
+    formats = ls.session.documentation_formats
+    if t.MarkupKind.Markdown.value in formats:
+        return t.MarkupContent(kind=t.MarkupKind.Markdown, value=f"```{language}\n{code}\n```")
+    if t.MarkupKind.PlainText.value in formats:
+        return t.MarkupContent(kind=t.MarkupKind.PlainText, value=code)
+    return None
+
+
+async def complete(ls, uri: str, pos: t.Position, what: str):
+    """Run a completion job; (snapshot, offset, result) or None for "no result"."""
+    snap = ls.snapshot(uri)
+    if ls.model_unavailable():
+        return None
+    offset = snap.offset(pos.line, pos.character, ls.encoding)
+    rid = ls.protocol.msg_id
+    t0 = time.perf_counter()
+
+    def job(token):
+        service = ls.service
+        if service is None:
+            return None
+        return service.complete(snap.text, offset, uri=uri, cancel=token,
+                                sampler=ls.sampler(service.engine))
+
+    try:
+        # One key per kind: automatic ghost text never supersedes a completion the user
+        # asked for (or the other way round); a newer request of the same kind does.
+        kind = "complete" if what == "completion" else "inline"
+        res = await ls.worker.run(job, key=(kind, uri), label=f"{what} [{rid}] {uri}")
+    except asyncio.CancelledError:
+        ls.metrics.cancelled += 1
+        ls.log_line("info", f"[{rid}] {what} cancelled by the client after "
+                    f"{(time.perf_counter() - t0) * 1000:.0f} ms")
+        raise
+    except Cancelled:
+        ls.metrics.superseded += 1
+        ls.log_line("debug", f"[{rid}] {what} superseded or document changed")
+        return None
+    except Exception as e:
+        ls.metrics.errors += 1
+        log.exception("completion job failed")
+        ls.log_line("error", f"[{rid}] {what} failed: {type(e).__name__}: {e}")
+        if ls.service is not None:  # a bad cache entry must not fail every later request
+            ls.service.forget(uri)
+        raise JsonRpcException(code=REQUEST_FAILED,
+                               message=f"{what} failed: {type(e).__name__}: {e}") from None
+    if res is None:
+        return None
+    now = ls.docs.get(uri)
+    if now is None or now.version != snap.version:
+        ls.metrics.stale += 1
+        ls.log_line("debug", f"[{rid}] {what} dropped: document moved on to a new version")
+        return None
+    ms = (time.perf_counter() - t0) * 1000
+    ls.metrics.completed(rid, res, ms)
+    tm = res.timings
+    ls.log_line("info", f"[{rid}] {what} {res.mode}-line at {pos.line}:{pos.character} -> "
+                f"{len(res.text)} chars in {ms:.0f} ms (engine {tm.engine_ms:.0f} ms, "
+                f"{tm.steps} steps, reused {tm.reused_tokens} / encoded "
+                f"{tm.encoded_tokens} context tokens{', out of time' if tm.out_of_time else ''})")
+    return snap, offset, res
+
+
+def completion_item(ls, snap, offset: int, res) -> t.CompletionItem:
+    word = jobs.word_before(snap.text, offset)
+    new_text = word + res.text
+    first = new_text.strip().split("\n", 1)[0]
+    label = first if len(first) <= 60 else first[:57] + "..."
+    return t.CompletionItem(
+        label=label or new_text.strip()[:60],
+        kind=t.CompletionItemKind.Snippet if res.mode == jobs.MULTI else t.CompletionItemKind.Text,
+        detail="diffusion-lsp",
+        documentation=documentation(ls, snap.language, new_text),
+        filter_text=new_text,
+        sort_text="0",
+        insert_text_format=t.InsertTextFormat.PlainText,
+        text_edit=t.TextEdit(range=ls.lsp_range(snap, offset - len(word), offset), new_text=new_text),
+    )
+
+
+def register(server) -> None:
+    @server.feature(t.TEXT_DOCUMENT_COMPLETION,
+                    t.CompletionOptions(trigger_characters=[".", "(", ","]))
+    async def completion(ls, params: t.CompletionParams):
+        empty = t.CompletionList(is_incomplete=True, items=[])
+        if not ls.settings.enable_completion:
+            ls.snapshot(params.text_document.uri)
+            return empty
+        got = await complete(ls, params.text_document.uri, params.position, "completion")
+        if got is None or not got[2].text.strip():
+            return empty
+        return t.CompletionList(is_incomplete=True, items=[completion_item(ls, *got)])
+
+    @server.feature(t.TEXT_DOCUMENT_INLINE_COMPLETION, t.InlineCompletionOptions())
+    async def inline_completion(ls, params: t.InlineCompletionParams):
+        empty = t.InlineCompletionList(items=[])
+        if not ls.settings.enable_inline_completion:
+            ls.snapshot(params.text_document.uri)
+            return empty
+        got = await complete(ls, params.text_document.uri, params.position, "inline completion")
+        if got is None or not got[2].text.strip():
+            return empty
+        snap, offset, res = got
+        return t.InlineCompletionList(items=[t.InlineCompletionItem(
+            insert_text=res.text, range=ls.lsp_range(snap, offset, offset))])

@@ -1,0 +1,242 @@
+"""One service for every entry point: completion, repair and scoring of documents.
+
+`Service` owns the `Engine` and, for the server, the per-document `DocumentCacheStore`.
+The language server, the `complete`/`repair` CLI and `check` all call it, so every entry
+point runs the same job. Sampler settings come with each call: the engine is never
+rebuilt for them.
+
+Block reuse has one owner: `complete` takes the document's last context cache from the
+store as it is (`lookup`), `Engine.infill` keeps its leading whole blocks that still match
+the new context (`diffusion_core.layout.reusable_prefix`) and encodes the rest, and
+`complete` stores the new cache back with the counts (`update`). Nothing else hands a
+stored cache to the engine.
+
+Results are frozen dataclasses with typed `Timings`; `to_json` is for the CLI's `--json`
+and the status command. No LSP types here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from diffusion_core.config import SamplerConfig
+from diffusion_core.engine import MAX_REPAIR_TOKENS, Engine
+from lsp_server import jobs
+from lsp_server.blocks import PYTHON, Block, enclosing_block
+from lsp_server.edits import Edit, minimal_edits, shift
+from lsp_server.positions import LineIndex
+from lsp_server.repair import Proposal, repair_block
+
+CancelFn = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Where a job's time went. Completion fills the token counts, repair `verified`."""
+
+    total_ms: float
+    engine_ms: float
+    steps: int
+    encode_ms: float = 0.0
+    tokens: int = 0
+    out_of_time: bool = False
+    reused_tokens: int = 0
+    encoded_tokens: int = 0
+    verified: bool = False
+
+    def to_json(self) -> dict:
+        out = dataclasses.asdict(self)
+        for k in ("total_ms", "engine_ms", "encode_ms"):
+            out[k] = round(out[k], 2)
+        return out
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str  # what to insert at the cursor ("" if nothing useful)
+    mode: str  # jobs.SINGLE or jobs.MULTI
+    raw: str  # the model output before trimming
+    timings: Timings
+
+    def to_json(self) -> dict:
+        return {"text": self.text, "mode": self.mode, "raw": self.raw,
+                "timings": self.timings.to_json()}
+
+
+@dataclass(frozen=True)
+class Repair:
+    start: int  # document offsets of the repaired block [start, end)
+    end: int
+    start_line: int
+    end_line: int
+    old_block: str
+    new_block: str
+    edits: tuple[Edit, ...]  # document offsets; empty if the model changed nothing
+    confidence: float
+    timings: Timings
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.edits)
+
+    def to_json(self) -> dict:
+        return {
+            "start_line": self.start_line, "end_line": self.end_line,
+            "changed": self.changed, "old_block": self.old_block, "new_block": self.new_block,
+            "edits": [e.to_dict() for e in self.edits], "confidence": self.confidence,
+            "timings": self.timings.to_json(),
+        }
+
+
+class EngineModel:
+    """The engine behind `lsp_server.repair.RepairModel`, for one sampler and cancel flag.
+
+    Each call cuts the context to the engine's window (`jobs.context_window`)."""
+
+    def __init__(self, engine: Engine, sampler: SamplerConfig, cancel: CancelFn | None = None):
+        self.engine, self.sampler, self.cancel = engine, sampler, cancel
+        self.max_tokens = MAX_REPAIR_TOKENS
+
+    def _context(self, prefix: str, suffix: str) -> tuple[str, str]:
+        return jobs.context_window(self.engine, prefix, suffix, self.sampler.block_size)
+
+    def fits(self, block: str) -> bool:
+        return len(self.engine.tokenizer.encode(block)) <= self.max_tokens
+
+    def repair(self, prefix: str, block: str, suffix: str) -> Proposal:
+        prefix, suffix = self._context(prefix, suffix)
+        out = self.engine.repair(prefix, block, suffix, cancel=self.cancel, sampler=self.sampler)
+        return Proposal(out.text if out.changed else block, float(out.confidence), out.stats.steps)
+
+    def repair_syntax(self, prefix, block, suffix, error_at, focus) -> Proposal | None:
+        from lsp_server.syntax_repair import verified_repair
+
+        prefix, suffix = self._context(prefix, suffix)
+        res = verified_repair(self.engine, prefix, block, suffix, error_at, focus,
+                              cancel=self.cancel, sampler=self.sampler)
+        return None if res.text is None else Proposal(res.text, res.confidence)
+
+    def score(self, prefix: str, block: str, suffix: str) -> float:
+        """The lowest log p(own token | canvas) over the block's repair canvas (one forward)."""
+        from lsp_server.suspect import lowest_log_prob
+
+        prefix, suffix = self._context(prefix, suffix)
+        return lowest_log_prob(self.engine, prefix, block, suffix, self.sampler)
+
+    def suspicious(self, prefix: str, block: str, suffix: str, threshold: float) -> bool:
+        """Whether the repair could change the block at all: `Engine.repair` changes nothing
+        unless some canvas position has p(its own token) <= the repair threshold (its first
+        step then commits the block unchanged). `threshold` (the finding threshold) is not
+        used: the repair threshold decides."""
+        limit = math.log(max(self.sampler.repair_threshold, 1e-12))
+        return self.score(prefix, block, suffix) <= limit
+
+
+class Service:
+    """The engine and the per-document cache store, behind typed jobs."""
+
+    def __init__(self, engine: Engine, store=None) -> None:
+        self.engine = engine
+        self.store = store  # a cache.DocumentCacheStore, or None: no reuse across calls
+
+    def sampler(self, sampler: SamplerConfig | None = None) -> SamplerConfig:
+        return sampler or self.engine.sampler
+
+    def model(self, sampler: SamplerConfig | None = None, cancel: CancelFn | None = None
+              ) -> EngineModel:
+        """The engine as a `RepairModel` (what `check` and `repair` drive)."""
+        return EngineModel(self.engine, self.sampler(sampler), cancel)
+
+    # -- completion ---------------------------------------------------------------------
+    def complete(
+        self, text: str, offset: int, *, uri: str | None = None,
+        sampler: SamplerConfig | None = None, cancel: CancelFn | None = None,
+        max_tokens: int | None = None, mode: str | None = None,
+    ) -> Completion:
+        """Infill at `offset`; with a store and `uri`, reuse and update the document's block
+        KV cache. Raises diffusion_core.sampler.Cancelled."""
+        t0 = time.perf_counter()
+        sc = self.sampler(sampler)
+        text = jobs.clean(text)
+        mode = mode or jobs.completion_mode(text, offset)
+        prefix, suffix = jobs.context_text(self.engine, text, offset, offset, sc.block_size)
+        store = self.store if uri is not None else None
+        cache, cache_ids = store.lookup(uri, sc.block_size) if store is not None else (None, None)
+        out = self.engine.infill(
+            prefix, suffix, cache=cache, cache_ids=cache_ids, cancel=cancel,
+            max_tokens=max_tokens, stop_at_newline=(mode == jobs.SINGLE), sampler=sc,
+        )
+        if store is not None:
+            store.update(uri, out.context_ids, out.context_cache, sc.block_size,
+                         encoded_tokens=out.encoded_tokens, reused_tokens=out.reused_tokens)
+        timings = Timings(
+            total_ms=(time.perf_counter() - t0) * 1000, engine_ms=out.total_ms,
+            steps=out.stats.steps, encode_ms=out.stats.encode_ms, tokens=len(out.tokens),
+            out_of_time=out.stats.out_of_time, reused_tokens=out.reused_tokens,
+            encoded_tokens=out.encoded_tokens,
+        )
+        return Completion(jobs.trim_completion(out.text, mode, text, offset), mode, out.text,
+                          timings)
+
+    # -- repair -------------------------------------------------------------------------
+    def fits(self, block: str) -> bool:
+        return len(self.engine.tokenizer.encode(block)) <= MAX_REPAIR_TOKENS
+
+    def choose_block(self, text: str, line: int, language: str = PYTHON) -> Block:
+        """The enclosing block of `line` that the model can repair in one job."""
+        text = jobs.clean(text)
+
+        def fits(b: Block) -> bool:
+            s, e = jobs.line_span(text, b.start_line, b.end_line)
+            return self.fits(text[s:e])
+
+        return enclosing_block(text, line, language, fits=fits)
+
+    def repair(
+        self, text: str, start_line: int, end_line: int, *, language: str | None = None,
+        sampler: SamplerConfig | None = None, cancel: CancelFn | None = None,
+    ) -> Repair:
+        """Repair lines start_line..end_line (inclusive, 0-based) given the rest of the file
+        (`lsp_server.repair.repair_block`: parser-verified for Python lines that hold a syntax
+        error). Raises ValueError if the block is longer than the model's repair limit and
+        diffusion_core.sampler.Cancelled when `cancel()` turns true."""
+        if self.engine.is_ar:
+            raise ValueError("repair needs a diffusion model; this one is autoregressive")
+        t0 = time.perf_counter()
+        text = jobs.clean(text)
+        start, end = jobs.line_span(text, start_line, end_line)
+        block = text[start:end]
+        broken = jobs.broken_block(text, start, end) if language == PYTHON else None
+        got = repair_block(self.model(sampler, cancel), text, start, end, language=language,
+                           broken=broken)
+        if got is None:
+            raise ValueError(f"block is longer than the repair limit of {MAX_REPAIR_TOKENS} tokens")
+        engine_ms = (time.perf_counter() - t0) * 1000
+        edits = tuple(shift(minimal_edits(block, got.text), start))
+        index = LineIndex(text)
+        s_line = index.position(start)[0]
+        e_line = index.position(start + len(block.rstrip("\r\n")))[0]
+        timings = Timings(total_ms=(time.perf_counter() - t0) * 1000, engine_ms=engine_ms,
+                          steps=got.steps, verified=got.verified)
+        return Repair(start, end, s_line, e_line, block, got.text, edits, got.confidence, timings)
+
+    # -- scoring ------------------------------------------------------------------------
+    def score(self, prefix: str, block: str, suffix: str, *,
+              sampler: SamplerConfig | None = None) -> float:
+        """How sure the edit model is of `block` as it is: the lowest log p(own token) over
+        its repair canvas, in one forward pass (see `lsp_server.suspect`)."""
+        return self.model(sampler).score(prefix, block, suffix)
+
+    # -- documents ----------------------------------------------------------------------
+    def forget(self, uri: str) -> None:
+        if self.store is not None:
+            self.store.forget(uri)
+
+    def close(self, uri: str) -> None:
+        if self.store is not None:
+            self.store.close(uri)
+
