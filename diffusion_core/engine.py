@@ -99,7 +99,8 @@ class Engine:
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
-        self.sampler = sampler or SamplerConfig()
+        # without a sampler, the one of the model: its trained block size (block families)
+        self.sampler = sampler or SamplerConfig(block_size=self.default_block_size)
         self.window = window or trained_window(loaded.path) or Window()
         self.special = self.tokenizer.special
         self.healer = TokenHealer(self.tokenizer)
@@ -116,6 +117,12 @@ class Engine:
 
         dtype = None if device is None else (torch.float32 if device == "cpu" else None)
         return cls(load_any_model_dir(path, device=device, dtype=dtype), sampler)
+
+    @property
+    def default_block_size(self) -> int:
+        """The block size the model was trained with (`ModelConfig.trained_block_size`, e.g.
+        4 for SDAR), else `SamplerConfig`'s default; used when no block size is set."""
+        return self.model.cfg.trained_block_size or SamplerConfig().block_size
 
     @property
     def model_hash(self) -> str:

@@ -33,7 +33,8 @@ def add_complete_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=None, help="most tokens to generate")
     p.add_argument("--threshold", type=float, default=None,
                    help="confidence needed to commit a token in a step, 0..1")
-    p.add_argument("--block-size", type=int, default=None, help="tokens per denoising block")
+    p.add_argument("--block-size", type=int, default=None,
+                   help="tokens per denoising block (default: the model's trained block size, else 32)")
     p.add_argument("--budget-ms", type=float, default=None,
                    help="time budget in ms; when it runs out, print the part decided so far")
     p.add_argument("--no-token-healing", dest="heal", action="store_false",
@@ -87,19 +88,24 @@ def _device(text: str) -> str:
 
 
 def _engine(args, **sampler):
+    """The engine of --model/--device with the sampler options given on the command line on
+    top of the model's own sampler (its trained block size when --block-size is not given)."""
     from diffusion_core.checkpoint import ModelLoadError
     from diffusion_core.config import SamplerConfig
     from diffusion_core.engine import Engine
 
+    given = {k: v for k, v in sampler.items() if v is not None}
     try:
-        cfg = SamplerConfig().replace(**{k: v for k, v in sampler.items() if v is not None})
+        SamplerConfig().replace(**given)  # bad values are a usage error before the model loads
     except ValueError as e:
         raise SystemExit(f"diffusion-lsp: {e}") from None
     device = _device(args.device)
     try:
-        engine = Engine.from_path(args.model, device=device, sampler=cfg)
+        engine = Engine.from_path(args.model, device=device)
     except ModelLoadError as e:
         raise SystemExit(f"diffusion-lsp: cannot load the model: {e}") from None
+    cfg = engine.sampler.replace(**given)
+    engine.sampler = cfg
     try:
         cfg.decoder_for(engine.model.cfg.kind)
     except ValueError as e:

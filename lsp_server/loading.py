@@ -71,7 +71,8 @@ class ModelHost:
         """The sampler of the current settings, on top of the engine's own (per job)."""
         s = self.settings
         base = engine.sampler if engine is not None else SamplerConfig()
-        return base.replace(block_size=s.block_size, threshold=s.threshold,
+        # blockSize 0 (the default): the model's trained block size (Engine.default_block_size)
+        return base.replace(block_size=s.block_size or base.block_size, threshold=s.threshold,
                             max_tokens=s.max_tokens, budget_ms=s.latency_budget_ms,
                             heal=s.token_healing)
 

@@ -86,7 +86,7 @@ class Settings:
 
     model_path: str | None = _setting(None, _opt_str)  # None: the embedded default model
     device: str = _setting("cpu", _device)
-    block_size: int = _setting(32, _int_in(1, 512))
+    block_size: int = _setting(0, _int_in(0, 512))  # 0: the model's trained block size, else 32
     threshold: float = _setting(0.9, _float_in(0.0, 1.0))
     max_tokens: int = _setting(64, _int_in(1, 8192))
     latency_budget_ms: float = _setting(0.0, _float_in(0.0, 60_000.0))  # 0: no budget

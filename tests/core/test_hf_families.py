@@ -453,3 +453,27 @@ def test_own_model_dir_quantizes_too(tmp_path):
 
     loaded = load_any_model_dir(make_tiny_model_dir(Path(tmp_path) / "own"), quantize="int8")
     assert is_quantized(loaded.model) and loaded.model.cfg.family == "own"
+
+
+def test_the_trained_block_size_is_the_default_block_size(family_dirs):
+    """SDAR was trained with blocks of 4: with no block size given, the engine, the CLI and
+    the server's default setting (blockSize 0) all decode with 4; a given one wins."""
+    import argparse
+
+    from lsp_server.cmd_jobs import _engine
+    from lsp_server.loading import ModelHost
+    from lsp_server.settings import Settings
+
+    path = str(family_dirs["sdar"][1])
+    engine = Engine.from_path(path)
+    assert engine.default_block_size == engine.sampler.block_size == 4
+    host = ModelHost.__new__(ModelHost)  # only its settings matter for sampler()
+    host.settings = Settings()
+    assert Settings().block_size == 0 and host.sampler(engine).block_size == 4
+    host.settings = Settings(block_size=16)
+    assert host.sampler(engine).block_size == 16
+    args = argparse.Namespace(model=path, device="cpu")
+    assert _engine(args, block_size=None, max_tokens=4).sampler.block_size == 4
+    assert _engine(args, block_size=8, max_tokens=4).sampler.block_size == 8
+    own = Engine.from_path(None)  # the embedded model: no trained block size recorded
+    assert own.default_block_size == SamplerConfig().block_size == 32

@@ -21,7 +21,7 @@ async def client(lsp_client: LanguageClient, tmp_path_factory):
     missing = tmp_path_factory.mktemp("nomodel") / "missing"
     lsp_client.init_result = await lsp_client.initialize_session(t.InitializeParams(
         capabilities=capabilities(encodings=["utf-8", "utf-16"]),
-        initialization_options={"modelPath": str(missing), "blockSize": 0},
+        initialization_options={"modelPath": str(missing), "blockSize": 513},
     ))
     yield
     await lsp_client.shutdown_session()
@@ -51,4 +51,4 @@ async def test_model_failure_is_one_clear_message_and_empty_answers(client: Lang
         t.ExecuteCommandParams(command="diffusion-lsp.status"))
     assert status["model"] is None and "does not exist" in status["model_error"]
     assert status["position_encoding"] == "utf-8"
-    assert status["settings"]["blockSize"] == 32
+    assert status["settings"]["blockSize"] == 0  # the default: the model's trained block size
