@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from diffusion_core.checkpoint import LoadedModel
+from diffusion_core.checkpoint import MAX_SMALL_FILE_BYTES, LoadedModel, read_regular
 from diffusion_core.config import SamplerConfig
 from diffusion_core.healing import Healing, TokenHealer
 from diffusion_core.kv_cache import KVCache
@@ -77,8 +77,9 @@ def trained_window(model_dir: Path) -> Window | None:
     trained 192/96-token window against 6.14 with the generic 768/256.
     """
     try:
-        record = json.loads((Path(model_dir) / "training.json").read_text())
-    except (OSError, ValueError):
+        # regular files only, size bounded (a FIFO or a huge file there is not read)
+        record = json.loads(read_regular(Path(model_dir) / "training.json", MAX_SMALL_FILE_BYTES))
+    except (OSError, ValueError, RecursionError):
         return None
     while isinstance(record, dict):
         tc = record.get("train_config")

@@ -29,7 +29,6 @@ Every choice can be overridden by an optional `diffusion-lsp.json` in the model 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from diffusion_core.checkpoint import ModelLoadError
+from diffusion_core.checkpoint import ModelLoadError, read_json_file
 from diffusion_core.tokenizer import CodeTokenizer, SpecialIds
 
 log = logging.getLogger(__name__)
@@ -60,10 +59,9 @@ BOS_NAMES = ("<|startoftext|>", "<s>", "<|begin_of_text|>", "<bos>")
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"{path} ({what}) cannot be read: {e}") from e
+    """A JSON object file of a model directory, read through `read_json_file` (regular
+    files only, size bounded)."""
+    data = read_json_file(path, what)
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path} ({what}) is not a JSON object")
     return data

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from diffusion_core.checkpoint import ModelLoadError, load_model_dir
+from diffusion_core.checkpoint import MAX_SMALL_FILE_BYTES, ModelLoadError, load_model_dir
 from diffusion_core.hf_loader import load_any_model_dir
 from diffusion_core.testing import make_tiny_model_dir
 
@@ -77,3 +77,22 @@ def test_oversized_json_and_symlinked_regular_files(tmp_path):
         f.truncate(65 * 2**20)  # sparse: 65 MB that cost nothing to write
     with pytest.raises(ModelLoadError, match="read up to"):
         load_model_dir(d)
+
+
+def test_training_json_and_hf_json_are_read_only_as_bounded_regular_files(tmp_path):
+    """The engine's window lookup and the Hugging Face JSON reader go through read_regular:
+    a FIFO is not opened (the call returns instead of blocking), a huge file is not read."""
+    from diffusion_core.engine import trained_window
+    from diffusion_core.hf_prompts import read_json
+
+    os.mkfifo(tmp_path / "training.json")
+    assert trained_window(tmp_path) is None
+    with pytest.raises(ModelLoadError, match="cannot be read"):
+        read_json(tmp_path / "training.json", "model config")
+    big = tmp_path / "big"
+    big.mkdir()
+    with open(big / "training.json", "wb") as f:
+        f.truncate(MAX_SMALL_FILE_BYTES + 1)  # sparse: nothing is written
+    assert trained_window(big) is None
+    with pytest.raises(ModelLoadError, match="cannot be read"):
+        read_json(big / "training.json", "model config")
