@@ -108,16 +108,20 @@ class Engine:
 
     @classmethod
     def from_path(
-        cls, path=None, *, device: str | None = "cpu", sampler: SamplerConfig | None = None
+        cls, path=None, *, device: str | None = "cpu", sampler: SamplerConfig | None = None,
+        quantize: str | None = None,
     ) -> Engine:
         """Our own model directory or a local Hugging Face one (None: the shipped default).
 
-        device None picks CUDA when present; fp32 on CPU, bf16/fp16 on GPU.
+        device None picks CUDA when present; fp32 on CPU, bf16/fp16 on GPU. `quantize`
+        "int8": dynamic int8 Linear layers (CPU only, `diffusion_core.quantize`); None: what
+        the model directory's diffusion-lsp.json says, else none.
         """
         from diffusion_core.hf_loader import load_any_model_dir
 
         dtype = None if device is None else (torch.float32 if device == "cpu" else None)
-        return cls(load_any_model_dir(path, device=device, dtype=dtype), sampler)
+        q = None if quantize == "none" else quantize
+        return cls(load_any_model_dir(path, device=device, dtype=dtype, quantize=q), sampler)
 
     @property
     def default_block_size(self) -> int:

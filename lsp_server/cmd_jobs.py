@@ -21,6 +21,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", type=Path, help="source file (read only, never modified)")
     p.add_argument("--model", metavar="DIR", help="model directory (default: the embedded model)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--quantize", choices=("none", "int8"), default=None,
+                   help="int8: dynamic int8 Linear layers (CPU only; faster for big models, "
+                        "docs/byo-model.md); default: the model directory's diffusion-lsp.json, else none")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of text")
 
 
@@ -101,7 +104,7 @@ def _engine(args, **sampler):
         raise SystemExit(f"diffusion-lsp: {e}") from None
     device = _device(args.device)
     try:
-        engine = Engine.from_path(args.model, device=device)
+        engine = Engine.from_path(args.model, device=device, quantize=getattr(args, "quantize", None))
     except ModelLoadError as e:
         raise SystemExit(f"diffusion-lsp: cannot load the model: {e}") from None
     cfg = engine.sampler.replace(**given)

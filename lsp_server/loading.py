@@ -59,7 +59,7 @@ class ModelHost:
         """Merge new settings; returns (model must be reloaded, problems)."""
         new, problems = parse_settings(data, self.settings)
         old, self.settings = self.settings, new
-        reload = (new.model_path, new.device) != (old.model_path, old.device)
+        reload = (new.model_path, new.device, new.quantize) != (old.model_path, old.device, old.quantize)
         cache_changed = any(getattr(new, k) != getattr(old, k) for k in CACHE_SETTINGS)
         svc = self.service
         if not reload and svc is not None and cache_changed:
@@ -104,7 +104,8 @@ class ModelHost:
         self._pending_messages.clear()
 
     # -- the load -------------------------------------------------------------------
-    def _load_job(self, gen: int, path: str | None, device: str) -> tuple[str | None, float] | None:
+    def _load_job(self, gen: int, path: str | None, device: str, quantize: str = "none"
+                  ) -> tuple[str | None, float] | None:
         """Runs in the worker, so jobs queued behind it already see the new service.
 
         Only the latest load (`gen`) may set the service or `load_error`: switching to a
@@ -121,7 +122,7 @@ class ModelHost:
             device = "cpu"
         t0 = time.perf_counter()
         try:
-            engine = Engine.from_path(path, device=device, sampler=self.sampler())
+            engine = Engine.from_path(path, device=device, sampler=self.sampler(), quantize=quantize)
         except Exception as e:
             with self._model_lock:
                 if gen != self._load_gen:
@@ -143,7 +144,7 @@ class ModelHost:
             gen = self._load_gen
             self.service, self.load_error = None, None
         self._load_pending = False
-        fut, _ = self.worker.submit(lambda _tok: self._load_job(gen, s.model_path, s.device),
+        fut, _ = self.worker.submit(lambda _tok: self._load_job(gen, s.model_path, s.device, s.quantize),
                                     label="load model")
         self._loading = asyncio.wrap_future(fut)
         self._load_done = asyncio.ensure_future(self._finish_load(self._loading, s))

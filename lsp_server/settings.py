@@ -73,6 +73,16 @@ def _level(v: Any) -> str:
 _level.schema = {"type": "string", "enum": list(LOG_LEVELS)}
 
 
+def _quantize(v: Any) -> str:
+    if v not in QUANTIZE:
+        raise ValueError(f"expected one of {', '.join(QUANTIZE)}")
+    return v
+
+
+QUANTIZE = ("none", "int8")
+_quantize.schema = {"type": "string", "enum": list(QUANTIZE)}
+
+
 def _setting(default: Any, check) -> Any:
     """A field of `Settings`: its default and the check of a client's value."""
     return field(default=default, metadata={"check": check})
@@ -86,6 +96,8 @@ class Settings:
 
     model_path: str | None = _setting(None, _opt_str)  # None: the embedded default model
     device: str = _setting("cpu", _device)
+    # "int8": dynamic int8 Linear layers (CPU only; diffusion_core.quantize), for big models
+    quantize: str = _setting("none", _quantize)
     block_size: int = _setting(0, _int_in(0, 512))  # 0: the model's trained block size, else 32
     threshold: float = _setting(0.9, _float_in(0.0, 1.0))
     max_tokens: int = _setting(64, _int_in(1, 8192))

@@ -94,3 +94,26 @@ def test_decoder_the_model_cannot_run_is_a_clear_error(tmp_path, model):
     f.write_text(SOURCE)
     r = cli("complete", str(f), "--line", "5", "--model", str(model), "--decoder", "greedy")
     assert r.returncode != 0 and "causal path" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_quantize_int8_runs_on_the_cpu_and_is_refused_clearly_elsewhere(tmp_path, model):
+    from diffusion_core.engine import Engine
+    from diffusion_core.quantize import is_quantized
+    from lsp_server.settings import Settings, parse_settings
+
+    f = tmp_path / "a.py"
+    f.write_text(SOURCE)
+    r = cli("complete", str(f), "--line", "5", "--character", "14", "--json", "--model", str(model),
+            "--quantize", "int8")
+    assert r.returncode == 0, r.stderr
+    assert isinstance(json.loads(r.stdout)["text"], str)
+    assert is_quantized(Engine.from_path(model, quantize="int8").model)
+    assert not is_quantized(Engine.from_path(model, quantize="none").model)
+    r = cli("complete", str(f), "--line", "5", "--model", str(model), "--quantize", "int4")
+    assert r.returncode == 2 and "--quantize" in r.stderr
+    # the editor setting: checked, "none" by default
+    assert Settings().quantize == "none"
+    s, problems = parse_settings({"quantize": "int8"})
+    assert s.quantize == "int8" and problems == []
+    s, problems = parse_settings({"quantize": "fp4"})
+    assert s.quantize == "none" and any("quantize" in p for p in problems)

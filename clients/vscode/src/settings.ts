@@ -11,6 +11,7 @@ export const SECTION = "diffusionLsp";
 export const SERVER_SETTING_KEYS = [
   "modelPath",
   "device",
+  "quantize",
   "blockSize",
   "threshold",
   "maxTokens",

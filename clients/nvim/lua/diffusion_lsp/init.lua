@@ -20,6 +20,7 @@ M.SECTION = 'diffusionLsp'
 M.SERVER_SETTING_KEYS = {
   'modelPath',
   'device',
+  'quantize',
   'blockSize',
   'threshold',
   'maxTokens',
