@@ -65,6 +65,10 @@ class BenchClient:
                 self._load_error = params.message
                 self._loaded.set()
 
+        @self.client.feature(t.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+        def _diagnostics(ls, params: t.PublishDiagnosticsParams) -> None:
+            """The server's syntax diagnostics: not what this client measures."""
+
     async def __aenter__(self) -> BenchClient:
         await self.start()
         return self
