@@ -26,8 +26,9 @@ def documentation(ls, language: str, code: str):
     return None
 
 
-async def complete(ls, uri: str, pos: t.Position, what: str):
-    """Run a completion job; (snapshot, offset, result) or None for "no result"."""
+async def complete(ls, uri: str, pos: t.Position, what: str, mode: str | None = None):
+    """Run a completion job; (snapshot, offset, result) or None for "no result".
+    `mode`: jobs.SINGLE or jobs.MULTI instead of the one the cursor position implies."""
     snap = ls.snapshot(uri)
     if ls.model_unavailable():
         return None
@@ -40,7 +41,7 @@ async def complete(ls, uri: str, pos: t.Position, what: str):
         if service is None:
             return None
         return service.complete(snap.text, offset, uri=uri, cancel=token,
-                                sampler=ls.sampler(service.engine))
+                                sampler=ls.sampler(service.engine), mode=mode)
 
     try:
         # One key per kind: automatic ghost text never supersedes a completion the user
@@ -81,7 +82,29 @@ async def complete(ls, uri: str, pos: t.Position, what: str):
     return snap, offset, res
 
 
-def completion_item(ls, snap, offset: int, res) -> t.CompletionItem:
+async def candidates(ls, uri: str, pos: t.Position, what: str, invoked: bool):
+    """(snapshot, offset, [results]) of the answers to offer, or None.
+
+    One answer while typing. When the user asks (trigger kind Invoked: VS Code's "trigger
+    inline suggestion" and its next/previous cycling, Ctrl-Space in the menu), also the
+    other length: the rest of the line and the whole block (single- and multi-line mode),
+    the second decoded on the cache the first left (only the decode is paid again)."""
+    got = await complete(ls, uri, pos, what)
+    if got is None:
+        return None
+    snap, offset, first = got
+    found = [first] if first.text.strip() else []
+    if invoked:
+        other = jobs.MULTI if first.mode == jobs.SINGLE else jobs.SINGLE
+        again = await complete(ls, uri, pos, what, mode=other)
+        if again is not None and again[0].version == snap.version:
+            alt = again[2]
+            if alt.text.strip() and all(alt.text != r.text for r in found):
+                found.append(alt)
+    return (snap, offset, found) if found else None
+
+
+def completion_item(ls, snap, offset: int, res, rank: int = 0) -> t.CompletionItem:
     word = jobs.word_before(snap.text, offset)
     new_text = word + res.text
     first = new_text.strip().split("\n", 1)[0]
@@ -92,7 +115,7 @@ def completion_item(ls, snap, offset: int, res) -> t.CompletionItem:
         detail="diffusion-lsp",
         documentation=documentation(ls, snap.language, new_text),
         filter_text=new_text,
-        sort_text="0",
+        sort_text=str(rank),
         insert_text_format=t.InsertTextFormat.PlainText,
         text_edit=t.TextEdit(range=ls.lsp_range(snap, offset - len(word), offset), new_text=new_text),
     )
@@ -106,10 +129,14 @@ def register(server) -> None:
         if not ls.settings.enable_completion:
             ls.snapshot(params.text_document.uri)
             return empty
-        got = await complete(ls, params.text_document.uri, params.position, "completion")
-        if got is None or not got[2].text.strip():
+        invoked = params.context is not None and \
+            params.context.trigger_kind == t.CompletionTriggerKind.Invoked
+        got = await candidates(ls, params.text_document.uri, params.position, "completion", invoked)
+        if got is None:
             return empty
-        return t.CompletionList(is_incomplete=True, items=[completion_item(ls, *got)])
+        snap, offset, found = got
+        return t.CompletionList(is_incomplete=True, items=[
+            completion_item(ls, snap, offset, res, rank) for rank, res in enumerate(found)])
 
     @server.feature(t.TEXT_DOCUMENT_INLINE_COMPLETION, t.InlineCompletionOptions())
     async def inline_completion(ls, params: t.InlineCompletionParams):
@@ -117,9 +144,12 @@ def register(server) -> None:
         if not ls.settings.enable_inline_completion:
             ls.snapshot(params.text_document.uri)
             return empty
-        got = await complete(ls, params.text_document.uri, params.position, "inline completion")
-        if got is None or not got[2].text.strip():
+        invoked = params.context.trigger_kind == t.InlineCompletionTriggerKind.Invoked
+        got = await candidates(ls, params.text_document.uri, params.position, "inline completion",
+                               invoked)
+        if got is None:
             return empty
-        snap, offset, res = got
-        return t.InlineCompletionList(items=[t.InlineCompletionItem(
-            insert_text=res.text, range=ls.lsp_range(snap, offset, offset))])
+        snap, offset, found = got
+        here = ls.lsp_range(snap, offset, offset)
+        return t.InlineCompletionList(items=[
+            t.InlineCompletionItem(insert_text=res.text, range=here) for res in found])

@@ -130,12 +130,22 @@ async def test_inline_completion_single_and_multi_line(client: LanguageClient):
             context=t.InlineCompletionContext(trigger_kind=t.InlineCompletionTriggerKind.Invoked),
             text_document=t.TextDocumentIdentifier(uri=uri),
             position=t.Position(line=line, character=character)))
-        (item,) = result.items
+        # asked for (Invoked): the answer for the position, then the other length to cycle to
+        assert 1 <= len(result.items) <= 2
+        texts = [i.insert_text for i in result.items]
+        assert len(set(texts)) == len(texts) and all(x.strip() for x in texts)
         here = t.Position(line=line, character=character)
-        assert item.range == t.Range(start=here, end=here)
-        assert item.insert_text.strip()
+        assert all(i.range == t.Range(start=here, end=here) for i in result.items)
         if line == 1:
-            assert "\n" not in item.insert_text
+            assert "\n" not in texts[0]
+        # while typing (Automatic): one answer only
+        auto = await client.text_document_inline_completion_async(t.InlineCompletionParams(
+            context=t.InlineCompletionContext(trigger_kind=t.InlineCompletionTriggerKind.Automatic),
+            text_document=t.TextDocumentIdentifier(uri=uri),
+            position=t.Position(line=line, character=character)))
+        assert len(auto.items) <= 1
+        if auto.items:
+            assert auto.items[0].insert_text == texts[0]  # the same first answer
 
 
 async def test_incremental_edits_with_emoji_then_completion(client: LanguageClient):
