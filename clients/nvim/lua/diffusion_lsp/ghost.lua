@@ -106,6 +106,50 @@ function M.show(bufnr, row, col, text)
   end
   vim.api.nvim_buf_set_extmark(bufnr, M.ns, row, col, mark)
   s.shown = { row = row, col = col, tick = vim.b[bufnr].changedtick, text = text }
+  s.items, s.index = nil, nil
+end
+
+--- Shows the first of several suggestions; `cycle` steps through the others.
+--- @param bufnr integer
+--- @param row integer
+--- @param col integer
+--- @param texts string[]
+function M.show_items(bufnr, row, col, texts)
+  bufnr = bufnr == 0 and vim.api.nvim_get_current_buf() or bufnr
+  local s = M.state[bufnr]
+  if not s or #texts == 0 then
+    return
+  end
+  M.show(bufnr, row, col, texts[1])
+  s.items, s.index = texts, 1
+end
+
+--- Shows the next (`step` 1) or previous (-1) suggestion at the cursor. Without ghost text
+--- there, asks the server as an explicit request (trigger kind Invoked), which answers with
+--- its alternatives (the line and the block). Returns what is shown now, if anything.
+--- @param bufnr integer
+--- @param step integer
+--- @return string?
+function M.cycle(bufnr, step)
+  bufnr = bufnr == 0 and vim.api.nvim_get_current_buf() or bufnr
+  local s = M.state[bufnr]
+  if not s then
+    return nil
+  end
+  local shown = s.shown
+  local cur = vim.api.nvim_win_get_cursor(0)
+  local here = shown and vim.b[bufnr].changedtick == shown.tick and cur[1] - 1 == shown.row
+    and cur[2] == shown.col
+  if not here or not s.items or #s.items < 2 then
+    if not here then
+      M.request(bufnr, true)
+    end
+    return shown and here and shown.text or nil
+  end
+  local items, index = s.items, (s.index - 1 + step) % #s.items + 1
+  M.show(bufnr, shown.row, shown.col, items[index])
+  s.items, s.index = items, index
+  return items[index]
 end
 
 --- The text an inline-completion item adds at the cursor (nil: it does not apply here).
@@ -145,7 +189,7 @@ end
 
 --- Asks the server for ghost text at the cursor of the current window (insert mode only).
 --- @param bufnr integer
-function M.request(bufnr)
+function M.request(bufnr, invoked)
   local s = M.state[bufnr]
   if
     not s
@@ -165,7 +209,8 @@ function M.request(bufnr)
   row = row - 1
   local tick = vim.b[bufnr].changedtick
   local params = vim.lsp.util.make_position_params(win, client.offset_encoding)
-  params.context = { triggerKind = 2 } -- Automatic
+  -- Invoked (1): the user asked (cycling), the server answers with its alternatives too
+  params.context = { triggerKind = invoked and 1 or 2 } -- else Automatic
   local ok, id = client:request('textDocument/inlineCompletion', params, function(err, result)
     if s.seq ~= seq then
       return -- cancelled, or a newer request was sent
@@ -187,15 +232,18 @@ function M.request(bufnr)
       return
     end
     local items = result.items or result
-    local item = type(items) == 'table' and items[1] or nil
-    if type(item) ~= 'table' then
+    if type(items) ~= 'table' then
       return
     end
     local line = vim.api.nvim_buf_get_lines(bufnr, row, row + 1, false)[1] or ''
-    local text = M.item_text(item, line, row, col, client.offset_encoding)
-    if text and text:match('%S') then
-      M.show(bufnr, row, col, text)
+    local texts = {}
+    for _, item in ipairs(items) do
+      local text = type(item) == 'table' and M.item_text(item, line, row, col, client.offset_encoding)
+      if text and text:match('%S') then
+        table.insert(texts, text)
+      end
     end
+    M.show_items(bufnr, row, col, texts)
   end, bufnr)
   if ok then
     s.pending = id

@@ -73,6 +73,10 @@ M.defaults = {
     --- plugin-drawn ghost text; the key itself when there is none).
     accept_word = '<M-Right>',
     accept_line = '<M-Down>',
+    --- Insert mode (0.11's plugin-drawn ghost text): the next / previous suggestion; with
+    --- none shown, ask for suggestions now (the server answers the line and the block).
+    next_suggestion = '<M-]>',
+    prev_suggestion = '<M-[>',
   },
 }
 
@@ -636,6 +640,13 @@ function M._on_attach(client, bufnr)
           expr = true,
           desc = 'diffusion-lsp: accept the ghost text (' .. how .. ')',
         })
+      end
+    end
+    for step, key in pairs({ [1] = cfg.keymaps.next_suggestion, [-1] = cfg.keymaps.prev_suggestion }) do
+      if key then
+        vim.keymap.set('i', key, function()
+          ghost.cycle(bufnr, step)
+        end, { buffer = bufnr, desc = 'diffusion-lsp: ' .. (step == 1 and 'next' or 'previous') .. ' suggestion' })
       end
     end
   end
