@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, models
 
 from diffusion_core.checkpoint import ModelLoadError
 from diffusion_core.config import SamplerConfig
@@ -36,8 +36,8 @@ from diffusion_core.hf_loader import load_any_model_dir, load_hf_model_dir, para
 from diffusion_core.masks import block_causal_mask
 from diffusion_core.quantize import is_quantized
 from diffusion_core.sampler import StopRule, encode, sample_blocks
-from diffusion_core.testing import sample_code
 from tests.core.test_cache_equivalence import _uncached_sample
+from tests.core.test_hf_loader import byte_level_tokenizer
 
 transformers = pytest.importorskip("transformers")
 
@@ -118,17 +118,7 @@ EXPECT = {  # family: (shifted, trained block, qk_norm, qkv_bias)
 
 @pytest.fixture(scope="module")
 def hf_tokenizer() -> Tokenizer:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=TOKENIZER_VOCAB,
-        special_tokens=SPECIALS,
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(sample_code(), trainer)
-    return tok
+    return byte_level_tokenizer(TOKENIZER_VOCAB, SPECIALS)
 
 
 def _hf_model(backbone: str, vocab: int, seed: int):

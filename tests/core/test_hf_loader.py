@@ -45,17 +45,22 @@ TINY = dict(
 
 
 # -- fixtures -------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def hf_tokenizer() -> Tokenizer:
+def byte_level_tokenizer(vocab_size: int, specials: list[str]) -> Tokenizer:
+    """A small Qwen-like byte-level BPE trained on the sample code, with `specials` added."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=TOKENIZER_VOCAB, special_tokens=SPECIALS, show_progress=False,
+        vocab_size=vocab_size, special_tokens=specials, show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(sample_code(), trainer)
     return tok
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizer() -> Tokenizer:
+    return byte_level_tokenizer(TOKENIZER_VOCAB, SPECIALS)
 
 
 def _save(model, tok: Tokenizer, path: Path, **kw) -> Path:
