@@ -23,7 +23,7 @@ lookup (the server's cut of the text around the cursor, `lsp_server.jobs.context
 then `Engine.infill_context`), the store (lookup + update), encode, sample, and the rest
 of `Engine.infill`. `model_speedup_median` is the ratio of the time spent in the model alone.
 
-    python -m benchmarks.cache_bench [--out FILE] [--keystrokes N] [--device cpu|cuda]
+    python -m dlsp_benchmarks.cache_bench [--out FILE] [--keystrokes N] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -41,13 +41,13 @@ from pathlib import Path
 
 import torch
 
-from cache.store import DocumentCacheStore
 from diffusion_core.checkpoint import LoadedModel
 from diffusion_core.config import ModelConfig, SamplerConfig
 from diffusion_core.engine import Engine, InfillOutput
 from diffusion_core.model import CodeTransformer
 from diffusion_core.testing import tiny_tokenizer
 from diffusion_core.train import PRESETS
+from dlsp_cache.store import DocumentCacheStore
 from lsp_server.jobs import context_text
 
 URI = "file:///bench/difflib.py"

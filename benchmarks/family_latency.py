@@ -20,7 +20,7 @@ Cold start: the smallest shape is also written as a bf16 safetensors file and lo
 through the loader's weight path (`safe_open`, memory-mapped, one tensor at a time,
 converted to fp32 as it is read), with the file in the page cache.
 
-    nice -n 15 env OMP_NUM_THREADS=1 python -m benchmarks.family_latency --out docs/benchmarks
+    nice -n 15 env OMP_NUM_THREADS=1 python -m dlsp_benchmarks.family_latency --out docs/benchmarks
 
 Writes family_latency.json, family_latency.md and family_latency.png into --out.
 """
@@ -40,11 +40,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmarks.machine import machine_info
 from diffusion_core.hf_loader import _build, hf_model_config, memory_estimate, parameter_count
 from diffusion_core.kv_cache import KVCache
 from diffusion_core.model import CodeTransformer
 from diffusion_core.quantize import quantized_linear
+from dlsp_benchmarks.machine import machine_info
 
 # The published config.json values of each checkpoint's backbone (Qwen2.5-Coder-0.5B,
 # Qwen3-0.6B, Qwen2.5-1.5B-Instruct, Qwen3-1.7B), under the family's model_type.
@@ -294,7 +294,7 @@ def markdown(doc: dict) -> str:
         f"{doc['repetitions']} runs after a warm-up, CPU time of the one thread (what the step "
         "costs on an idle core; this machine was shared, so its wall times, kept in the JSON, are "
         "higher by the share of the core other processes took). Produced by "
-        "`python -m benchmarks.family_latency`.",
+        "`python -m dlsp_benchmarks.family_latency`.",
         "",
         "| shape | params | weights fp32 / bf16 | mode | T=1 (AR) ms | T=4 ms | T=8 ms | T=32 ms | "
         f"AR {doc['ar_tokens']} tokens ms | break-even tokens/step at T=8 / 32 |",

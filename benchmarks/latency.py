@@ -13,7 +13,7 @@ after a cursor jump), `warm` (every request while typing). A request is `served`
 its answer arrived before the next edit, `superseded` when an edit came first (the editor
 would drop the answer), `cancelled` when the server answered RequestCancelled.
 
-    python -m benchmarks.latency --model DIR [--lines 2000 --keystrokes 300 --cold-runs 3]
+    python -m dlsp_benchmarks.latency --model DIR [--lines 2000 --keystrokes 300 --cold-runs 3]
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks.lsp_client import BenchClient, Reply
-from benchmarks.machine import machine_info
-from benchmarks.report import (
+from dlsp_benchmarks.lsp_client import BenchClient, Reply
+from dlsp_benchmarks.machine import machine_info
+from dlsp_benchmarks.report import (
     benchmark_document,
     model_label,
     percentiles,
@@ -221,7 +221,7 @@ def summarize(cfg: LatencyConfig, session: dict, colds: list[tuple[Record, float
         "config": asdict(cfg),
         "document": {"lines": cfg.lines, "chars": doc_chars, "targets": session["targets"],
                      "source": "the project's own Python source, concatenated "
-                               "(benchmarks.report.benchmark_document); not in the training data"},
+                               "(dlsp_benchmarks.report.benchmark_document); not in the training data"},
         "p50_ms_warm": p50w, "p95_ms_warm": p95w, "p99_ms_warm": lat["warm"]["p99"],
         "p50_ms_cold": p50c, "p95_ms_cold": lat["cold"]["p95"], "p99_ms_cold": lat["cold"]["p99"],
         "p50_ms_jump": lat["jump"]["p50"], "p95_ms_jump": lat["jump"]["p95"],
@@ -306,12 +306,12 @@ def config_from_args(args: argparse.Namespace) -> LatencyConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks import plots
+    from dlsp_benchmarks import plots
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    from benchmarks.options import prepare
+    from dlsp_benchmarks.options import prepare
 
     cfg = config_from_args(prepare(args))
     result = asyncio.run(run_latency(cfg, log))
@@ -325,9 +325,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.options import standalone
+    from dlsp_benchmarks.options import standalone
 
-    return standalone("python -m benchmarks.latency", __doc__, add_arguments, run, argv)
+    return standalone("python -m dlsp_benchmarks.latency", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

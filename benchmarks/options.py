@@ -1,7 +1,7 @@
 """Options every benchmark shares: the common arguments, --smoke sizes, the sampler they
-name, and running one benchmark module alone (`python -m benchmarks.X`).
+name, and running one benchmark module alone (`python -m dlsp_benchmarks.X`).
 
-The benchmark modules and `benchmarks.cli` import this module; it imports none of them.
+The benchmark modules and `dlsp_benchmarks.cli` import this module; it imports none of them.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import get_args
 
 import torch
 
-from benchmarks.report import DEFAULT_OUT_DIR
 from diffusion_core.config import Decoder, DraftSource
 from diffusion_core.policy import Fallback
+from dlsp_benchmarks.report import DEFAULT_OUT_DIR
 
 # Sizes for --smoke: everything runs end to end, nothing is measured seriously.
 SMOKE = {
@@ -60,7 +60,7 @@ def prepare(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def standalone(prog: str, doc: str | None, add_arguments, run, argv: list[str] | None = None) -> int:
-    """`python -m benchmarks.X`: the common options plus X's own, then X's run."""
+    """`python -m dlsp_benchmarks.X`: the common options plus X's own, then X's run."""
     p = argparse.ArgumentParser(prog=prog, description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(p)

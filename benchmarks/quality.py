@@ -23,10 +23,10 @@ from typing import get_args
 
 import torch
 
-from benchmarks import humaneval
 from diffusion_core.data import is_heldout, list_source_files
 from diffusion_core.engine import Engine
 from diffusion_core.policy import Fallback
+from dlsp_benchmarks import humaneval
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="position a step commits when none passes the threshold (default: the sampler's)")
     p.add_argument("--no-token-healing", dest="heal", action="store_false",
                    help="complete from the cursor's exact token split (default: token healing, as the server)")
-    from benchmarks.options import add_decoder_arguments
+    from dlsp_benchmarks.options import add_decoder_arguments
 
     add_decoder_arguments(p)
     p.add_argument("--seed", type=int, default=0)
@@ -301,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    from benchmarks.options import sampler_from_args
+    from dlsp_benchmarks.options import sampler_from_args
 
     sampler = sampler_from_args(args)
     engine = Engine.from_path(args.model, sampler=sampler)

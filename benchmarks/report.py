@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE_PACKAGES = ("diffusion_core", "lsp_server", "cache", "benchmarks")
+SOURCE_PACKAGES = ("diffusion_core", "lsp_server", "cache", "benchmarks")  # folders, not import names
 DEFAULT_OUT_DIR = Path("docs") / "benchmarks"
 
 

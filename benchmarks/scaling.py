@@ -1,9 +1,9 @@
 """Latency against document length (100 to 20,000 lines) and block size, warm and cold.
 
 Runs the server's own completion job (`lsp_server.service.Service.complete`) with a
-`cache.DocumentCacheStore`, in process, so the numbers are the model work plus the
+`dlsp_cache.DocumentCacheStore`, in process, so the numbers are the model work plus the
 per-request text work (tokenizing the whole prefix and suffix, windowing) without the
-JSON-RPC hop (see `benchmarks.latency` for that). The cursor sits on an emptied code line
+JSON-RPC hop (see `dlsp_benchmarks.latency` for that). The cursor sits on an emptied code line
 in the middle of the document:
   cold  a fresh cache store: the whole context window is encoded;
   warm  the line is retyped one character at a time, each key a request that reuses the
@@ -11,7 +11,7 @@ in the middle of the document:
 `tokenize_ms` (building the context ids from the text) is reported on its own: it is the
 part that grows with the document once the context window is full.
 
-    python -m benchmarks.scaling --model DIR [--doc-lines 100 1000 20000 --scaling-block-sizes 16 32]
+    python -m dlsp_benchmarks.scaling --model DIR [--doc-lines 100 1000 20000 --scaling-block-sizes 16 32]
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.latency import pick_targets
-from benchmarks.machine import machine_info
-from benchmarks.report import (
+from diffusion_core.engine import Engine
+from dlsp_benchmarks.latency import pick_targets
+from dlsp_benchmarks.machine import machine_info
+from dlsp_benchmarks.report import (
     benchmark_document,
     model_label,
     percentiles,
     write_json,
 )
-from cache import DocumentCacheStore
-from diffusion_core.engine import Engine
+from dlsp_cache import DocumentCacheStore
 from lsp_server.service import Service
 
 URI = "file:///bench/scaling.py"
@@ -83,7 +83,7 @@ def measure(engine: Engine, lines: int, repeats: int, max_tokens: int, seed: int
 
 
 def run_scaling(args: argparse.Namespace, log=lambda m: None) -> dict:
-    from benchmarks.options import sampler_from_args
+    from dlsp_benchmarks.options import sampler_from_args
 
     # --block-size is left to the rows: each one sets its own from --scaling-block-sizes
     base = sampler_from_args(args).replace(max_tokens=args.max_tokens)
@@ -106,7 +106,7 @@ def run_scaling(args: argparse.Namespace, log=lambda m: None) -> dict:
                    "threshold": base.threshold, "device": args.device,
                    "window": {"max_prefix": engine.window.max_prefix,
                               "max_suffix": engine.window.max_suffix}},
-        "path": "in process: lsp_server.service.Service.complete + cache.DocumentCacheStore",
+        "path": "in process: lsp_server.service.Service.complete + dlsp_cache.DocumentCacheStore",
         "rows": rows,
     }
 
@@ -121,8 +121,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks import plots
-    from benchmarks.options import prepare
+    from dlsp_benchmarks import plots
+    from dlsp_benchmarks.options import prepare
 
     prepare(args)
 
@@ -138,9 +138,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.options import standalone
+    from dlsp_benchmarks.options import standalone
 
-    return standalone("python -m benchmarks.scaling", __doc__, add_arguments, run, argv)
+    return standalone("python -m dlsp_benchmarks.scaling", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

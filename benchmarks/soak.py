@@ -1,6 +1,6 @@
 """A bounded soak of the language server: a seeded random editing session, checked at every step.
 
-    python -m benchmarks.soak --spill --cache-budget-mb 0.05   # 20,000 steps, ~3 min, then stops
+    python -m dlsp_benchmarks.soak --spill --cache-budget-mb 0.05   # 20,000 steps, ~3 min, then stops
 
 The server runs as a real subprocess (`python -m lsp_server`) driven by `RawClient`, a small
 JSON-RPC client over the raw stdio pipes (Content-Length framing, a reader thread, every
@@ -617,7 +617,7 @@ def run_soak(model: str, *, steps: int, docs: int, seed: int, cache_budget_mb: f
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m dlsp_benchmarks.soak", description=__doc__.split("\n")[0])
     p.add_argument("--model", help="model directory (default: a tiny random model built now)")
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--docs", type=int, default=12)

@@ -8,7 +8,7 @@ finished blocks, detokenizing), the way the Seed Diffusion paper states it; end-
 tokens/s (context encoding included) is reported beside it. A sweep over confidence
 threshold and block size gives the speed-quality Pareto curve.
 
-    python -m benchmarks.speed --model DIR --ar-model AR_DIR [--humaneval 164 --profile]
+    python -m dlsp_benchmarks.speed --model DIR --ar-model AR_DIR [--humaneval 164 --profile]
 
 For a joint model (one network with a causal and a mask path, issue 19) the benchmark
 also compares draft-and-verify decoding against the same network's plain greedy
@@ -29,11 +29,11 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import humaneval
-from benchmarks.machine import machine_info
-from benchmarks.report import model_label, source_files, write_json
 from diffusion_core.config import SamplerConfig
 from diffusion_core.engine import Engine
+from dlsp_benchmarks import humaneval
+from dlsp_benchmarks.machine import machine_info
+from dlsp_benchmarks.report import model_label, source_files, write_json
 
 TARGET_SPEEDUP = 5.4
 TARGET_MAX_PASS1_DROP = 0.01  # one point of pass@1
@@ -69,8 +69,8 @@ def heldout_spans(texts: list[str], n: int, seed: int) -> list[Item]:
 
 def heldout_texts(model: str | None, dirs: list[str] | None) -> tuple[list[str], str]:
     """Held-out files: given dirs, else the model's training.json split, else our own source."""
-    from benchmarks.quality import heldout_texts as split_texts
     from diffusion_core.checkpoint import DEFAULT_MODEL_DIR
+    from dlsp_benchmarks.quality import heldout_texts as split_texts
 
     fraction = 0.02
     if dirs is None:
@@ -245,8 +245,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks import plots
-    from benchmarks.options import prepare, sampler_from_args
+    from dlsp_benchmarks import plots
+    from dlsp_benchmarks.options import prepare, sampler_from_args
 
     prepare(args)
 
@@ -280,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
     result = summarize(args, base, d, a, points, len(items), heldout_note)
     result["draft_vs_greedy"] = spec
     if args.profile:
-        from benchmarks.profiling import profile_engine
+        from dlsp_benchmarks.profiling import profile_engine
 
         result["profile"] = profile_engine(diff, items[: max(1, min(5, len(items)))], base,
                                            args.gen_tokens, log)
@@ -337,9 +337,9 @@ def summarize(args, base: SamplerConfig, d: dict, a: dict | None, points: list[d
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.options import standalone
+    from dlsp_benchmarks.options import standalone
 
-    return standalone("python -m benchmarks.speed", __doc__, add_arguments, run, argv)
+    return standalone("python -m dlsp_benchmarks.speed", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

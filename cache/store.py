@@ -15,7 +15,7 @@ store changes afterwards. File I/O runs under a second lock that serializes spil
 restores and deletions; a sequence number per entry keeps a late spill of an old entry from
 overwriting a newer file or resurrecting a forgotten document.
 
-Spill files (see `cache.spill`) live in a directory created with mode 0700; their names
+Spill files (see `dlsp_cache.spill`) live in a directory created with mode 0700; their names
 are sha256(model hash + URI). A file that cannot be validated is deleted with a log line,
 and a directory that cannot be written (read-only, full) only costs the spill, logged.
 """
@@ -35,9 +35,9 @@ from pathlib import Path
 
 import torch
 
-from cache import spill
 from diffusion_core.checkpoint import UnreadableFileError, read_regular
 from diffusion_core.kv_cache import KVCache
+from dlsp_cache import spill
 
 __all__ = ["DEFAULT_BUDGET_BYTES", "CacheEntry", "DocumentCacheStore"]
 

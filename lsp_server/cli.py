@@ -29,8 +29,16 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "repair": ("lsp_server.cmd_jobs", "propose a repair of a line range of a file and print it"),
     "check": ("lsp_server.check.cli", "lint files with the repair model (text, json, sarif, github)"),
     "train": ("lsp_server.cmd_train", "train a model (joint, diffusion or autoregressive) from source dirs"),
-    "eval": ("benchmarks.quality", "measure infill, next-line and repair quality of a model"),
-    "bench": ("benchmarks.cli", "run the latency and speed benchmarks"),
+}
+
+# Subcommands other packages plug in: entry points of this group, each naming a module with
+# the same `add_arguments`/`run` (the benchmarks' `eval` and `bench`, declared in
+# pyproject.toml). This module knows them by name only; the one-line help of the known ones
+# lives here, so that `--help` lists them without importing anything.
+PLUGIN_GROUP = "diffusion_lsp.commands"
+PLUGIN_HELP: dict[str, str] = {
+    "eval": "measure infill, next-line and repair quality of a model",
+    "bench": "run the latency and speed benchmarks",
 }
 
 
@@ -44,20 +52,53 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module, help_text) in SUBCOMMANDS.items():
+    for name, help_text in commands().items():
         p = sub.add_parser(name, help=help_text, description=help_text,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.set_defaults(_module=module, _name=name)
+        p.set_defaults(_name=name)
         if command is not None and name != command:
             p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
             continue
-        mod = _import(module)
+        mod = _load(name)
         if mod is not None:
             adder = getattr(mod, f"add_{name}_arguments", None) or mod.add_arguments
             adder(p)
         else:
             p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
+
+
+def commands() -> dict[str, str]:
+    """Every subcommand -> its one-line help: the built-in ones, the known plugins (listed
+    even where their entry points are missing: running one then says why) and any other
+    plugin installed."""
+    out = {name: help_text for name, (_, help_text) in SUBCOMMANDS.items()}
+    out.update(PLUGIN_HELP)
+    for name, ep in _plugins().items():
+        out.setdefault(name, f"(from {ep.dist.name if ep.dist else ep.value})")
+    return out
+
+
+_PLUGINS: dict | None = None
+
+
+def _plugins() -> dict:
+    """name -> entry point of the `PLUGIN_GROUP` group (read from the installed metadata,
+    nothing imported); built-in names cannot be taken over.
+
+    Every distribution on the path is read, not only the first of each name as
+    `entry_points()` does: a stale `diffusion_lsp.egg-info` in the working directory (left by
+    an older build) would otherwise hide the installed package's entry points."""
+    global _PLUGINS
+    if _PLUGINS is None:
+        from importlib.metadata import distributions
+
+        _PLUGINS = {}
+        for dist in distributions():
+            for ep in dist.entry_points.select(group=PLUGIN_GROUP):
+                if ep.name not in SUBCOMMANDS:
+                    _PLUGINS.setdefault(ep.name, ep)
+    return _PLUGINS
 
 
 def _version() -> str:
@@ -72,19 +113,30 @@ def _version() -> str:
 _BROKEN: dict[str, str] = {}
 
 
-def _import(module: str):
-    """The subcommand's module, or None if it cannot be imported.
+def _load(name: str):
+    """The subcommand's module, or None if it cannot be imported (the reason in _BROKEN).
 
     One broken subcommand must never take the others (the server above all) down with it:
     the failure is reported when that subcommand is run.
     """
+    if name in SUBCOMMANDS:
+        return _import(name, SUBCOMMANDS[name][0])
+    ep = _plugins().get(name)
+    if ep is None:
+        _BROKEN[name] = (f"not installed (no entry point {name!r} in group {PLUGIN_GROUP!r}; "
+                         "reinstall the package)")
+        return None
+    return _import(name, ep.module, ep.load)
+
+
+def _import(name: str, module: str, load=None):
     try:
-        return importlib.import_module(module)
+        return load() if load is not None else importlib.import_module(module)
     except ImportError as e:
         if isinstance(e, ModuleNotFoundError) and e.name and module.startswith(e.name):
-            _BROKEN[module] = "not built yet in this version"
+            _BROKEN[name] = "not built yet in this version"
         else:
-            _BROKEN[module] = f"cannot be loaded: {e}"
+            _BROKEN[name] = f"cannot be loaded: {e}"
         return None
 
 
@@ -92,7 +144,7 @@ def chosen_command(argv: list[str]) -> str:
     """The subcommand named on the command line ("" when none is: --help, --version)."""
     for a in argv:
         if not a.startswith("-"):
-            return a if a in SUBCOMMANDS else ""
+            return a if a in commands() else ""
     return ""
 
 
@@ -100,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(chosen_command(argv))
     args = parser.parse_args(argv)
-    mod = _import(args._module)
+    mod = _load(args._name)
     if mod is None:
-        why = _BROKEN.get(args._module, "not built yet in this version")
+        why = _BROKEN.get(args._name, "not built yet in this version")
         print(f"diffusion-lsp {args._name}: {why}", file=sys.stderr)
         return 2
     runner = getattr(mod, f"run_{args._name}", None) or mod.run

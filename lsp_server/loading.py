@@ -78,7 +78,7 @@ class ModelHost:
 
     def _make_store(self, engine: Engine):
         """A fresh cache store; may run in the worker, so problems are queued, not shown."""
-        from cache import DocumentCacheStore
+        from dlsp_cache import DocumentCacheStore
 
         s = self.settings
         budget = int(s.cache_budget_mb * 2**20)

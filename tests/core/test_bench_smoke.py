@@ -11,14 +11,14 @@ import json
 
 import pytest
 
-from benchmarks import humaneval
-from benchmarks.plots import pareto_front
-from benchmarks.profiling import profile_engine
-from benchmarks.report import benchmark_document, percentiles
-from benchmarks.speed import Item
 from diffusion_core.config import SamplerConfig
 from diffusion_core.engine import Engine
 from diffusion_core.testing import make_tiny_model_dir
+from dlsp_benchmarks import humaneval
+from dlsp_benchmarks.plots import pareto_front
+from dlsp_benchmarks.profiling import profile_engine
+from dlsp_benchmarks.report import benchmark_document, percentiles
+from dlsp_benchmarks.speed import Item
 from lsp_server.cli import main
 
 

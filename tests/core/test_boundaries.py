@@ -8,19 +8,27 @@ lazy import inside a function counts as much as one at the top of the file.
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("diffusion_core", "cache", "lsp_server", "benchmarks")
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+PACKAGES = ("diffusion_core", "cache", "lsp_server", "benchmarks")  # the folders
+# The folders cache/ and benchmarks/ install as these import names (pyproject.toml's
+# [tool.setuptools] package-dir); the folder names themselves must never be imported: from
+# the repository root they would load a second copy of the same modules.
+IMPORT_NAMES = {"diffusion_core": "diffusion_core", "lsp_server": "lsp_server",
+                "cache": "dlsp_cache", "benchmarks": "dlsp_benchmarks"}
+FOLDER_NAMES = {"cache", "benchmarks"}
 LSP = {"pygls", "lsprotocol"}
 
-# package -> top-level modules it must never import
+# package folder -> top-level modules it must never import
 FORBIDDEN = {
-    "diffusion_core": {"lsp_server", "cache", "benchmarks", *LSP},
-    "cache": {"lsp_server", "benchmarks", *LSP},
-    "lsp_server": {"benchmarks"},
+    "diffusion_core": {"lsp_server", "dlsp_cache", "dlsp_benchmarks", *LSP},
+    "cache": {"lsp_server", "dlsp_benchmarks", *LSP},
+    "lsp_server": {"dlsp_benchmarks"},
     "benchmarks": set(LSP),
 }
 # The benchmark's client plays the editor: the one module outside lsp_server that speaks LSP.
@@ -31,8 +39,6 @@ LSP_MODULES = (
     "lsp_server/server.py", "lsp_server/session.py", "lsp_server/loading.py",
     "lsp_server/rpc.py", "lsp_server/features/*.py",
 )
-# lsp_server/cli.py names the `eval` and `bench` subcommands' modules (imported when run).
-BENCHMARK_NAMES = {"lsp_server/cli.py": {"benchmarks.quality", "benchmarks.cli"}}
 UNPICKLERS = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "joblib", "shelve", "marshal"}
 
 
@@ -59,9 +65,9 @@ def top(name: str) -> str:
     return name.split(".", 1)[0]
 
 
-def sources(pattern: str = "*.py") -> list[tuple[str, str]]:
+def sources(pattern: str = "*.py", folders: tuple[str, ...] = PACKAGES) -> list[tuple[str, str]]:
     files = []
-    for pkg in PACKAGES:
+    for pkg in folders:
         for path in sorted((ROOT / pkg).rglob(pattern)):
             files.append((path.relative_to(ROOT).as_posix(), path.read_text(encoding="utf-8")))
     return files
@@ -71,7 +77,7 @@ def crossings(files: list[tuple[str, str]]) -> list[str]:
     bad = []
     for rel, src in files:
         pkg = rel.split("/", 1)[0]
-        forbidden = FORBIDDEN.get(pkg, set())
+        forbidden = FORBIDDEN.get(pkg, set()) | FOLDER_NAMES
         if rel in LSP_CLIENTS:
             forbidden = forbidden - LSP
         if pkg == "lsp_server" and not any(Path(rel).match(p) for p in LSP_MODULES):
@@ -80,10 +86,11 @@ def crossings(files: list[tuple[str, str]]) -> list[str]:
             if top(name) in forbidden:
                 bad.append(f"{rel} imports {name}")
         if pkg == "lsp_server":  # a module path in a string is an import waiting to happen
+            # (the `eval` and `bench` subcommands come in as entry points, by name only)
             for node in ast.walk(ast.parse(src)):
                 v = getattr(node, "value", None) if isinstance(node, ast.Constant) else None
-                if isinstance(v, str) and top(v) == "benchmarks" and v.isidentifier() is False \
-                        and v not in BENCHMARK_NAMES.get(rel, set()) and " " not in v:
+                if isinstance(v, str) and top(v) in {"dlsp_benchmarks", "benchmarks"} \
+                        and v.isidentifier() is False and " " not in v:
                     bad.append(f"{rel} names {v}")
     return bad
 
@@ -121,10 +128,76 @@ def test_the_sources_are_found():
 
 def test_import_boundaries():
     """Only lsp_server (and the benchmark's LSP client) imports pygls or lsprotocol;
-    diffusion_core imports neither lsp_server nor cache; cache imports no LSP; nothing in
-    the application imports the benchmarks; the shared jobs are LSP-free."""
+    diffusion_core imports neither lsp_server nor the cache; the cache imports no LSP;
+    nothing in the application imports the benchmarks; the shared jobs are LSP-free."""
     bad = crossings(sources())
     assert not bad, "\n".join(bad)
+
+
+def folder_name_imports(files: list[tuple[str, str]]) -> list[str]:
+    return [f"{rel} imports {name}" for rel, src in files for name in sorted(imports_of(src))
+            if top(name) in FOLDER_NAMES]
+
+
+def test_nothing_imports_the_folder_names():
+    """`cache` and `benchmarks` are folders, not import names: every module (the tests
+    too) imports them as dlsp_cache and dlsp_benchmarks."""
+    files = sources(folders=(*PACKAGES, "tests"))
+    assert any(rel.startswith("tests/") for rel, _ in files)
+    bad = folder_name_imports(files)
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("line", [
+    "from cache import spill",
+    "import cache.store",
+    "from benchmarks.soak import frame",
+    "def f():\n    import benchmarks\n",
+    "import importlib\nimportlib.import_module('benchmarks.cli')",
+])
+def test_a_folder_name_import_is_caught(line):
+    assert folder_name_imports([("tests/core/x.py", line)])
+    assert crossings([("lsp_server/x.py", line)])
+
+
+def test_folder_name_lookalikes_pass():
+    assert not folder_name_imports([("tests/x.py", "import cachetools\nfrom dlsp_cache import spill\n"
+                                                   "cache = {}\ncache.clear()")])
+
+
+def test_pyproject_maps_the_folders_to_the_import_names():
+    """pyproject.toml installs each folder under its import name and lists every package
+    (a subpackage left out would be missing from the wheel)."""
+    st = PYPROJECT["tool"]["setuptools"]
+    assert st["package-dir"] == {IMPORT_NAMES[f]: f for f in FOLDER_NAMES}
+    want = set()
+    for folder in PACKAGES:
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder).parts
+            want.add(".".join((IMPORT_NAMES[folder], *rel)))
+    listed = set(st["packages"])
+    assert want <= listed, sorted(want - listed)
+    assert not {top(p) for p in listed} & FOLDER_NAMES
+    for p in listed:  # every listed package is a folder of the tree
+        folder = {v: k for k, v in IMPORT_NAMES.items()}[top(p)]
+        assert (ROOT / folder / Path(*p.split(".")[1:])).is_dir(), p
+
+
+def test_the_cli_plugins_are_declared():
+    """`eval` and `bench` plug into lsp_server's CLI as entry points of the benchmarks: each
+    names a module of dlsp_benchmarks with `add_arguments` and `run`."""
+    from lsp_server.cli import PLUGIN_GROUP, PLUGIN_HELP
+
+    eps = PYPROJECT["project"]["entry-points"][PLUGIN_GROUP]
+    assert set(eps) == set(PLUGIN_HELP) == {"eval", "bench"}
+    folders = {v: k for k, v in IMPORT_NAMES.items()}
+    for name, target in eps.items():
+        module = target.split(":", 1)[0]
+        assert top(module) == "dlsp_benchmarks", (name, target)
+        path = ROOT / folders[top(module)] / (Path(*module.split(".")[1:]).as_posix() + ".py")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        assert {"add_arguments", "run"} <= defined, (name, path)
 
 
 def test_nothing_is_unpickled():
@@ -134,14 +207,16 @@ def test_nothing_is_unpickled():
 
 @pytest.mark.parametrize("rel, line", [
     ("diffusion_core/x.py", "from lsp_server.jobs import clean"),
-    ("diffusion_core/x.py", "def f():\n    import cache.store\n"),
+    ("diffusion_core/x.py", "def f():\n    import dlsp_cache.store\n"),
     ("diffusion_core/x.py", "import importlib\nimportlib.import_module('lsp_server.server')"),
     ("cache/x.py", "from lsprotocol import types"),
     ("cache/x.py", "import pygls.server"),
     ("lsp_server/service.py", "from lsprotocol import types as t"),
     ("lsp_server/check/analyze.py", "import pygls"),
-    ("lsp_server/cli.py", "import benchmarks.quality"),
-    ("lsp_server/cli.py", "M = {'speed': 'benchmarks.speed'}"),
+    ("lsp_server/cli.py", "import dlsp_benchmarks.quality"),
+    ("lsp_server/cli.py", "M = {'speed': 'dlsp_benchmarks.speed'}"),
+    ("lsp_server/cli.py", "M = {'eval': ('dlsp_benchmarks.quality', 'help')}"),
+    ("lsp_server/cli.py", "import importlib\nimportlib.import_module('dlsp_benchmarks.cli')"),
     ("lsp_server/jobs.py", "from pygls.workspace import Workspace"),
     ("benchmarks/latency.py", "from pygls.lsp.client import LanguageClient"),
 ])
@@ -164,15 +239,19 @@ def test_an_unpickler_is_caught(line):
 def test_allowed_code_passes():
     assert not crossings([("lsp_server/server.py", "from lsprotocol import types as t")])
     assert not crossings([("benchmarks/lsp_client.py", "from pygls.lsp.client import C")])
+    assert not crossings([("benchmarks/cli.py", "from dlsp_benchmarks import latency")])
+    assert not crossings([("lsp_server/loading.py", "from dlsp_cache import DocumentCacheStore")])
     assert not unpickling([("cache/x.py", "import torch\ntorch.load(p, weights_only=True)")])
 
 
 def import_graph(files: list[tuple[str, str]]) -> dict[str, set[str]]:
     """module -> the modules of `files` it imports (a package's own `__init__` not counted
-    for its submodules: `from cache import spill` is an import of cache.spill)."""
+    for its submodules: `from dlsp_cache import spill` is an import of dlsp_cache.spill).
+    Modules are named by their import names (cache/store.py is dlsp_cache.store)."""
     mods = {}
     for rel, src in files:
-        m = rel[:-3].replace("/", ".").removesuffix(".__init__")
+        folder, _, rest = rel.partition("/")
+        m = f"{IMPORT_NAMES.get(folder, folder)}/{rest}"[:-3].replace("/", ".").removesuffix(".__init__")
         mods[m] = src
     graph: dict[str, set[str]] = {}
     for m, src in mods.items():
@@ -225,16 +304,27 @@ KNOWN_CYCLES: list[list[str]] = []  # none
 
 
 def test_no_import_cycles():
-    """No circle of imports (lazy ones included): `benchmarks.cli` imports the benchmarks,
-    they import `benchmarks.options`, never the cli; the server imports its handlers."""
+    """No circle of imports (lazy ones included): `dlsp_benchmarks.cli` imports the
+    benchmarks, they import `dlsp_benchmarks.options`, never the cli; the server imports its
+    handlers."""
     found = [c for c in cycles(import_graph(sources())) if c not in KNOWN_CYCLES]
     assert not found, found
 
 
 def test_a_cycle_is_caught():
-    files = [("benchmarks/cli.py", "from benchmarks import latency"),
-             ("benchmarks/latency.py", "def f():\n    from benchmarks.cli import prepare\n")]
-    assert cycles(import_graph(files)) == [["benchmarks.cli", "benchmarks.latency"]]
+    files = [("benchmarks/cli.py", "from dlsp_benchmarks import latency"),
+             ("benchmarks/latency.py", "def f():\n    from dlsp_benchmarks.cli import prepare\n")]
+    assert cycles(import_graph(files)) == [["dlsp_benchmarks.cli", "dlsp_benchmarks.latency"]]
+
+
+def test_the_import_graph_sees_the_real_edges():
+    """The graph is built on import names: the benchmarks' cli reaches its benchmarks and
+    the server's loading reaches the cache (were the names wrong, no edge would be found
+    and no cycle could ever be)."""
+    graph = import_graph(sources())
+    assert {"dlsp_benchmarks.options", "dlsp_benchmarks.latency"} <= graph["dlsp_benchmarks.cli"]
+    assert "dlsp_cache" in graph["lsp_server.loading"]
+    assert "dlsp_cache.spill" in graph["dlsp_cache.store"]
 
 
 MAX_FILE_LINES = 400  # lsp_server/

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from benchmarks import cache_bench
+from dlsp_benchmarks import cache_bench
 
 
 @pytest.mark.slow

@@ -9,12 +9,12 @@ import inspect
 import pytest
 import torch
 
-from cache.store import DocumentCacheStore
 from diffusion_core.checkpoint import load_model_dir
 from diffusion_core.config import SamplerConfig
 from diffusion_core.engine import Engine
 from diffusion_core.layout import Window, prefix_window_start
 from diffusion_core.testing import make_tiny_model_dir
+from dlsp_cache.store import DocumentCacheStore
 
 URI = "file:///work/difflib.py"
 SOURCE = inspect.getsource(difflib)  # ~2,000 lines of real Python

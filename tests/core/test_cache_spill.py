@@ -8,8 +8,8 @@ import msgpack
 import pytest
 import torch
 
-from cache import spill
 from diffusion_core.kv_cache import KVCache
+from dlsp_cache import spill
 
 MODEL = "model-aaaa"
 URI = "file:///home/u/project/pkg/mod.py"

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from cache import spill
-from cache.store import DocumentCacheStore
 from diffusion_core.checkpoint import UnreadableFileError, read_regular
+from dlsp_cache import spill
+from dlsp_cache.store import DocumentCacheStore
 from tests.core.test_cache_store import MODEL, B, acquire, ids_of, make_cache, put
 
 

@@ -13,10 +13,10 @@ import time
 import pytest
 import torch
 
-from cache import spill
-from cache.store import DocumentCacheStore
 from diffusion_core.kv_cache import KVCache
 from diffusion_core.layout import reusable_prefix
+from dlsp_cache import spill
+from dlsp_cache.store import DocumentCacheStore
 
 MODEL = "model-aaaa"
 B = 16
@@ -304,7 +304,7 @@ def spilled(tmp_path, uri="file:///a.py", n=48):
 
 def assert_rejected(tmp_path, d, path, caplog, uri="file:///a.py"):
     store = DocumentCacheStore(model_hash=MODEL, spill_dir=d)
-    with caplog.at_level(logging.WARNING, logger="cache"):
+    with caplog.at_level(logging.WARNING, logger="dlsp_cache"):
         assert acquire(store, uri, ids_of(1, 48), B) == (None, None)
     assert not path.exists()
     assert store.stats()["rejected_spill_files"] == 1
@@ -360,7 +360,7 @@ def test_file_of_another_document_is_rejected_and_deleted(tmp_path, caplog):
 def test_file_of_another_dtype_is_rejected_when_the_store_knows_its_dtype(tmp_path, caplog):
     d, path = spilled(tmp_path)  # float32
     store = DocumentCacheStore(model_hash=MODEL, spill_dir=d, dtype=torch.bfloat16)
-    with caplog.at_level(logging.WARNING, logger="cache"):
+    with caplog.at_level(logging.WARNING, logger="dlsp_cache"):
         assert acquire(store, "file:///a.py", ids_of(1, 48), B) == (None, None)
     assert not path.exists() and store.stats()["rejected_spill_files"] == 1
 
@@ -370,7 +370,7 @@ def test_oversized_file_is_rejected_without_reading_it(tmp_path, caplog):
     with open(path, "ab") as f:
         f.truncate(64 * 2**20)
     store = DocumentCacheStore(model_hash=MODEL, budget_bytes=2**20, spill_dir=d)
-    with caplog.at_level(logging.WARNING, logger="cache"):
+    with caplog.at_level(logging.WARNING, logger="dlsp_cache"):
         assert acquire(store, "file:///a.py", ids_of(1, 48), B) == (None, None)
     assert not path.exists() and store.stats()["rejected_spill_files"] == 1
 
@@ -378,7 +378,7 @@ def test_oversized_file_is_rejected_without_reading_it(tmp_path, caplog):
 def test_unusable_spill_dir_disables_spilling(tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with caplog.at_level(logging.WARNING, logger="cache"):
+    with caplog.at_level(logging.WARNING, logger="dlsp_cache"):
         store = DocumentCacheStore(model_hash=MODEL, spill_dir=blocker / "kv")
     assert store.stats()["spill_enabled"] is False
     assert any("spilling disabled" in r.getMessage() for r in caplog.records)
@@ -399,7 +399,7 @@ def test_full_or_read_only_directory_only_costs_the_spill(tmp_path, caplog, monk
         return real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", failing_replace)
-    with caplog.at_level(logging.WARNING, logger="cache"):
+    with caplog.at_level(logging.WARNING, logger="dlsp_cache"):
         for doc in range(5):
             put(store, f"doc{doc}", ids_of(doc, 48))  # each evicts the previous one
         store.close("doc4")

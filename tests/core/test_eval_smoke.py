@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from benchmarks import humaneval
 from diffusion_core.data import is_heldout
 from diffusion_core.testing import make_tiny_model_dir
+from dlsp_benchmarks import humaneval
 from lsp_server.cli import main
 
 FUNC = '''def f_{i}(values, limit={i}):

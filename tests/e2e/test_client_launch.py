@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.soak import SERVER_ENV, RawClient
 from diffusion_core.testing import make_tiny_model_dir
+from dlsp_benchmarks.soak import SERVER_ENV, RawClient
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS_TS = ROOT / "clients" / "vscode" / "src" / "settings.ts"

@@ -22,7 +22,7 @@ import threading
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.soak import frame, ref_apply_change
+from dlsp_benchmarks.soak import frame, ref_apply_change
 from lsp_server import rpc
 from lsp_server.server import DOCUMENT_STATE_COMMAND, build_server
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cache import spill
 from diffusion_core.checkpoint import load_model_dir
 from diffusion_core.config import SamplerConfig
 from diffusion_core.engine import Engine
 from diffusion_core.kv_cache import KVCache
+from dlsp_cache import spill
 from tests.stress.helpers import completion, open_doc, start_server, traceback_count
 
 BLOCK = 8

@@ -3,7 +3,7 @@
 tests/lsp/test_positions.py covers round trips of well-formed positions on short texts.
 Here: whole didChange sequences through `DocumentStore` (positions past the ends,
 inside surrogate pairs and "\\r\\n", reversed ranges, full replacements, lone surrogates)
-against `benchmarks.soak.ref_apply_change`, a reference written separately from the LSP
+against `dlsp_benchmarks.soak.ref_apply_change`, a reference written separately from the LSP
 specification; conversion in all three encodings against byte-level references; and
 `rpc.serve` framing with garbage between frames.
 """
@@ -17,7 +17,7 @@ import threading
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.soak import frame, ref_apply_change, ref_offset, ref_position
+from dlsp_benchmarks.soak import frame, ref_apply_change, ref_offset, ref_position
 from lsp_server import rpc
 from lsp_server.documents import DocumentStore
 from lsp_server.positions import UTF8, UTF16, UTF32, LineIndex

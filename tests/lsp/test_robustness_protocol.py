@@ -1,4 +1,4 @@
-"""Protocol abuse over raw stdio against the real server (benchmarks.soak.RawClient).
+"""Protocol abuse over raw stdio against the real server (dlsp_benchmarks.soak.RawClient).
 
 Malformed JSON, wrong or missing Content-Length, messages that are not JSON-RPC,
 unknown methods, params of the wrong type, positions outside the document or inside a
@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from benchmarks.soak import frame, text_sha256
+from dlsp_benchmarks.soak import frame, text_sha256
 from tests.stress.helpers import (
     EMOJI,
     apply_changes,

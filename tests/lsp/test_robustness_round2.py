@@ -1,5 +1,5 @@
 """Issue 23, an outside raw JSON-RPC harness: the cases that killed, hung or fooled the
-real server subprocess (benchmarks.soak.RawClient over stdio; TCP in test_tcp.py).
+real server subprocess (dlsp_benchmarks.soak.RawClient over stdio; TCP in test_tcp.py).
 
 1 one message kills the server; 3 FIFOs and /dev/zero in the model and cache directories;
 5 wrong-typed fields coerced; 6 model switching races; 9 protocol details. Each test
@@ -15,8 +15,8 @@ import shutil
 
 import pytest
 
-from benchmarks.soak import frame
-from cache import spill
+from dlsp_benchmarks.soak import frame
+from dlsp_cache import spill
 from tests.stress.helpers import (
     assert_same_text,
     change,

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cache import DocumentCacheStore, spill
 from diffusion_core.checkpoint import ModelLoadError, load_model_dir
 from diffusion_core.hf_loader import load_any_model_dir
+from dlsp_cache import DocumentCacheStore, spill
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["diffusion_core", "cache", "lsp_server"]

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from cache import DocumentCacheStore
 from diffusion_core.config import SamplerConfig
 from diffusion_core.engine import Engine
+from dlsp_cache import DocumentCacheStore
 from lsp_server.service import Completion, Repair, Service, Timings
 
 URI = "file:///work/a.py"

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from benchmarks.soak import frame
+from dlsp_benchmarks.soak import frame
 
 DEADLINE = 120.0
 

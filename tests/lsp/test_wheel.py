@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-OURS = ("lsp_server", "diffusion_core", "cache", "benchmarks", "diffusion_lsp", "__editable__")
+OURS = ("lsp_server", "diffusion_core", "dlsp_cache", "dlsp_benchmarks", "diffusion_lsp", "__editable__")
 
 pytestmark = pytest.mark.slow
 
@@ -82,16 +82,23 @@ def test_the_wheel_holds_the_embedded_model(installed):
     run = env_dir.parent / "elsewhere"
     run.mkdir(exist_ok=True)
     probe = (
-        "import json, diffusion_core, lsp_server; from diffusion_core.checkpoint import DEFAULT_MODEL_DIR as d;"
-        "print(json.dumps([diffusion_core.__file__, lsp_server.__file__, str(d),"
-        " sorted(p.name for p in d.iterdir())]))"
+        "import json, diffusion_core, lsp_server, dlsp_cache, dlsp_benchmarks;"
+        "from importlib.metadata import entry_points; from importlib.util import find_spec;"
+        "from diffusion_core.checkpoint import DEFAULT_MODEL_DIR as d;"
+        "print(json.dumps([[diffusion_core.__file__, lsp_server.__file__, dlsp_cache.__file__,"
+        " dlsp_benchmarks.__file__, str(d)], sorted(p.name for p in d.iterdir()),"
+        " [find_spec(n) is None for n in ('cache', 'benchmarks')],"
+        " sorted(e.value for e in entry_points(group='diffusion_lsp.commands'))]))"
     )
     out = subprocess.run([str(env_dir / "bin" / "python"), "-c", probe], cwd=run, env=env,
                          capture_output=True, text=True, check=True, timeout=120)
-    core, server, model_dir, files = json.loads(out.stdout)
-    for path in (core, server, model_dir):
+    paths, files, folder_names_absent, commands = json.loads(out.stdout)
+    for path in paths:
         assert Path(path).resolve().is_relative_to(env_dir.resolve()), path  # from the wheel
     assert {"config.json", "model.safetensors", "tokenizer.json", "training.json"} <= set(files)
+    # the folders cache/ and benchmarks/ install under their import names only (issue 24)
+    assert folder_names_absent == [True, True]
+    assert commands == ["dlsp_benchmarks.cli", "dlsp_benchmarks.quality"]  # bench, eval
 
 
 def test_the_installed_command_completes_a_file(installed):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from benchmarks.soak import FAST, RawClient, ref_apply_change, text_sha256
+from dlsp_benchmarks.soak import FAST, RawClient, ref_apply_change, text_sha256
 
 GUARD = str(Path(__file__).with_name("guard.py"))
 EMOJI = "\U0001f600"

@@ -3,7 +3,7 @@ completions, code actions and cancellations across many documents (benchmarks/so
 
 After every step the server's copy of each touched document must equal the client's,
 every request must have been answered, and the server's RSS must stay under its size
-after the model load + the cache budget + a fixed margin. `python -m benchmarks.soak`
+after the model load + the cache budget + a fixed margin. `python -m dlsp_benchmarks.soak`
 runs the same session longer.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 
-from benchmarks.soak import run_soak
+from dlsp_benchmarks.soak import run_soak
 
 STEPS = int(os.environ.get("SOAK_STEPS", "4000"))
 
