@@ -1,7 +1,8 @@
 """The edit model as a scorer: how likely it finds a canvas clean, and what it would put
 in a masked slot. Used to rank repair candidates (the caller generates and verifies them).
+`causal_token_scores` is the causal path's view of a whole file (the cheap pass of `check`).
 
-Both work on edit-mode canvases, as `sampler.repair_canvas` does: the block's tokens
+`canvas_scores`, `token_log_probs` and `slot_predictions` work on edit-mode canvases, as `sampler.repair_canvas` does: the block's tokens
 padded with `<eoi>` to a fixed `canvas_len`, after a context cache that ends with
 `<edit>`. The edit stage of training teaches the model to predict the clean canvas from
 a corrupted one, so log p(canvas | canvas) (summed over every canvas position) measures
@@ -12,9 +13,12 @@ is broadcast to each batch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from diffusion_core.kv_cache import KVCache
+from diffusion_core.masks import causal_mask
 
 DEFAULT_BATCH = 8
 
@@ -86,4 +90,77 @@ def slot_predictions(
         vals, idx = rows.topk(min(k, rows.shape[-1]), dim=-1)
         for v, t in zip(vals.tolist(), idx.tolist(), strict=True):
             out.append([(tok, lp_) for tok, lp_ in zip(t, v, strict=True) if lp_ > float("-inf")])
+    return out
+
+
+@dataclass(frozen=True)
+class CausalScores:
+    """Per token of a sequence, under the causal (next-token) path."""
+
+    own: list[float]  # log p(ids[i] | prompt, ids[:i])
+    other: list[float]  # log p of the most likely token that is not ids[i]
+
+
+@torch.inference_mode()
+def causal_token_scores(
+    model, ids: list[int], *, prompt: list[int], window: int, stride: int
+) -> CausalScores:
+    """One causal pass over a long sequence, in windows: the cheap whole-file pass of
+    `check` (a model with a causal path reads a file in ~len/stride forwards instead of one
+    context encode per block).
+
+    Window k scores ids[k*stride : (k+1)*stride] after up to `window - stride` earlier ids
+    (so every token but the first `window - stride` sees at least that much of its left
+    context), each window fed as `prompt + ids[start:end]` from position 0.
+    """
+    if not model.cfg.has_causal_path:
+        raise ValueError("causal scores need a model with a causal path (kind ar or joint)")
+    if not 0 < stride <= window:
+        raise ValueError(f"need 0 < stride <= window, got stride={stride}, window={window}")
+    if not prompt:
+        raise ValueError("the prompt must hold at least one token (it predicts ids[0])")
+    device = next(model.parameters()).device
+    own: list[float] = []
+    other: list[float] = []
+    left = window - stride
+    for a in range(0, len(ids), stride):
+        b = min(a + stride, len(ids))
+        start = max(0, a - left)
+        seq = torch.tensor([*prompt, *ids[start:b]], device=device)  # (T,)
+        t = seq.numel()
+        first = len(prompt) + (a - start)  # the row of ids[a] in seq
+        sel = torch.zeros(1, t, dtype=torch.bool, device=device)
+        sel[0, first - 1 : t - 1] = True  # row r predicts seq[r + 1]
+        logits = model(seq[None], torch.arange(t, device=device)[None],
+                       causal_mask(t, device)[None], select=sel).logits.float()  # (b-a, V)
+        lp = torch.log_softmax(logits, dim=-1)
+        target = seq[first:]  # (b-a,)
+        mine = lp.gather(-1, target[:, None])[:, 0]
+        rest = lp.scatter(-1, target[:, None], float("-inf")).max(dim=-1).values
+        own.extend(mine.tolist())
+        other.extend(rest.tolist())
+    return CausalScores(own, other)
+
+
+@torch.inference_mode()
+def causal_sequence_scores(
+    model, prompt: list[int], variants: list[list[int]], tail: list[int]
+) -> list[float]:
+    """For each variant v: log p(v + tail | prompt) under the causal path (the tail, the
+    text after the variable part, lets right context vote: comparable within one call)."""
+    if not model.cfg.has_causal_path:
+        raise ValueError("causal scores need a model with a causal path (kind ar or joint)")
+    if not prompt:
+        raise ValueError("the prompt must hold at least one token")
+    device = next(model.parameters()).device
+    out: list[float] = []
+    for v in variants:
+        seq = torch.tensor([*prompt, *v, *tail], device=device)  # (T,)
+        t = seq.numel()
+        sel = torch.zeros(1, t, dtype=torch.bool, device=device)
+        sel[0, len(prompt) - 1 : t - 1] = True  # the rows that predict v + tail
+        logits = model(seq[None], torch.arange(t, device=device)[None],
+                       causal_mask(t, device)[None], select=sel).logits.float()  # (n, V)
+        lp = torch.log_softmax(logits, dim=-1)
+        out.append(float(lp.gather(-1, seq[len(prompt) :, None]).sum()))
     return out

@@ -52,6 +52,11 @@ class CodeTokenizer:
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False).ids
 
+    def encode_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Ids and each id's [start, end) code-point offsets in `text`."""
+        e = self.tok.encode(text, add_special_tokens=False)
+        return e.ids, e.offsets
+
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
 

@@ -1,0 +1,84 @@
+"""The causal path's whole-file pass (`check`'s cheap scan) and its sequence scores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffusion_core.masks import causal_mask
+from diffusion_core.scoring import causal_sequence_scores, causal_token_scores
+from diffusion_core.testing import tiny_model, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def joint(tok):
+    return tiny_model(tok, "joint", seed=3)
+
+
+def _direct(model, seq: list[int]) -> torch.Tensor:
+    """(T-1, V) log-probabilities of seq[1:] from one plain causal pass."""
+    t = len(seq)
+    with torch.inference_mode():
+        o = model(torch.tensor([seq]), torch.arange(t)[None], causal_mask(t)[None])
+    return torch.log_softmax(o.logits[0, :-1].float(), dim=-1)
+
+
+def test_one_window_is_one_causal_pass(tok, joint):
+    ids = tok.encode("def add(a, b):\n    return a + b\n")
+    prompt = [tok.special.suf, tok.special.pre]
+    got = causal_token_scores(joint, ids, prompt=prompt, window=len(ids), stride=len(ids))
+    lp = _direct(joint, prompt + ids)[len(prompt) - 1 :]  # rows predicting ids
+    own = lp.gather(-1, torch.tensor(ids)[:, None])[:, 0]
+    assert got.own == pytest.approx(own.tolist(), abs=1e-4)
+    for i, t in enumerate(ids):
+        rest = lp[i].clone()
+        rest[t] = float("-inf")
+        assert got.other[i] == pytest.approx(float(rest.max()), abs=1e-4)
+
+
+def test_windows_score_each_token_with_its_own_left_context(tok, joint):
+    ids = tok.encode("import os\n\n\ndef walk(top):\n    for name in os.listdir(top):\n        yield name\n")
+    prompt = [tok.special.suf, tok.special.pre]
+    window, stride = 8, 5
+    got = causal_token_scores(joint, ids, prompt=prompt, window=window, stride=stride)
+    assert len(got.own) == len(got.other) == len(ids)
+    for i in (0, 4, 5, 7, 12, len(ids) - 1):  # window starts, middles and the end
+        a = (i // stride) * stride
+        start = max(0, a - (window - stride))
+        ctx = prompt + ids[start:i + 1]
+        lp = _direct(joint, ctx)[-1]
+        assert got.own[i] == pytest.approx(float(lp[ids[i]]), abs=1e-4), i
+    # the best other token is never the token itself, and the two cannot both be likely
+    assert all(o <= torch.log1p(-torch.tensor(x).exp().clamp(max=1 - 1e-6)) + 1e-4
+               for x, o in zip(got.own, got.other, strict=True))
+
+
+def test_sequence_scores_are_sums_of_next_token_log_probs(tok, joint):
+    prompt = [tok.special.suf, tok.special.pre] + tok.encode("x = 1\n")
+    variants = [tok.encode("y = x\n"), tok.encode("y = z\n")]
+    tail = tok.encode("print(y)\n")
+    got = causal_sequence_scores(joint, prompt, variants, tail)
+    for v, g in zip(variants, got, strict=True):
+        seq = prompt + v + tail
+        lp = _direct(joint, seq)[len(prompt) - 1 :]
+        want = float(lp.gather(-1, torch.tensor(seq[len(prompt):])[:, None]).sum())
+        assert g == pytest.approx(want, abs=1e-3)
+
+
+def test_models_without_a_causal_path_are_refused(tok):
+    diffusion = tiny_model(tok, "diffusion")
+    with pytest.raises(ValueError, match="causal path"):
+        causal_token_scores(diffusion, [5, 6], prompt=[1], window=4, stride=2)
+    with pytest.raises(ValueError, match="causal path"):
+        causal_sequence_scores(diffusion, [1], [[5]], [])
+
+
+@pytest.mark.parametrize("window,stride", [(4, 0), (4, 5)])
+def test_bad_windows_are_refused(joint, window, stride):
+    with pytest.raises(ValueError, match="stride"):
+        causal_token_scores(joint, [5, 6, 7], prompt=[1], window=window, stride=stride)
