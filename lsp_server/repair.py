@@ -44,8 +44,12 @@ class RepairModel(Protocol):
     - `repair_syntax(prefix, block, suffix, error_at, focus) -> Proposal | None`: a repair
       of a block that does not parse, searched among candidates the parser accepts; without
       it `repair` is asked and its proposal kept only if it parses.
-    - `suspicious(prefix, block, suffix, threshold) -> bool`: a cheap pass (`check` sends
-      only the blocks it flags to the repair).
+    - `suspects(text, spans, level) -> list[bool]`: a cheap pass over a whole text
+      (`check` sends only the [start, end) spans it flags to the repair; `level` is
+      `check --scan-level`).
+    - `rank(prefix, block, suffix, variants) -> list[float]`: log-likelihoods of variants
+      of a block, comparable within one call (`check`'s rule DL003 chooses between a name
+      as written and the near names in scope with it).
     """
 
     def fits(self, block: str) -> bool:

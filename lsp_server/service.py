@@ -92,6 +92,9 @@ class Repair:
         }
 
 
+RANK_TAIL = 32  # tokens after a block that score its variants (causal models)
+
+
 class EngineModel:
     """The engine behind `lsp_server.repair.RepairModel`, for one sampler and cancel flag.
 
@@ -100,6 +103,7 @@ class EngineModel:
     def __init__(self, engine: Engine, sampler: SamplerConfig, cancel: CancelFn | None = None):
         self.engine, self.sampler, self.cancel = engine, sampler, cancel
         self.max_tokens = MAX_REPAIR_TOKENS
+        self._scan = None  # the network `suspects` scans with, made on first use
 
     def _context(self, prefix: str, suffix: str) -> tuple[str, str]:
         return jobs.context_window(self.engine, prefix, suffix, self.sampler.block_size)
@@ -127,13 +131,41 @@ class EngineModel:
         prefix, suffix = self._context(prefix, suffix)
         return lowest_log_prob(self.engine, prefix, block, suffix, self.sampler)
 
-    def suspicious(self, prefix: str, block: str, suffix: str, threshold: float) -> bool:
-        """Whether the repair could change the block at all: `Engine.repair` changes nothing
-        unless some canvas position has p(its own token) <= the repair threshold (its first
-        step then commits the block unchanged). `threshold` (the finding threshold) is not
-        used: the repair threshold decides."""
+    def rank(self, prefix: str, block: str, suffix: str, variants: list[str]) -> list[float]:
+        """Log-likelihoods of variants of `block` in its place, comparable within the call.
+        With a causal path: log p(variant + the next `RANK_TAIL` tokens | prefix window),
+        so the code after the block votes too; without one: the edit model's canvas score
+        (one context encode, canvases of one shared length; `diffusion_core.scoring`)."""
+        from diffusion_core.scoring import canvas_scores, causal_sequence_scores
+
+        prefix, suffix = self._context(prefix, suffix)
+        eng, sc = self.engine, self.sampler
+        tok, sp = eng.tokenizer, eng.special
+        canvases = [tok.encode(v) for v in variants]
+        if eng.model.cfg.has_causal_path:
+            pre = tok.encode(prefix)[-eng.window.max_prefix :]
+            tail = tok.encode(suffix[: 8 * RANK_TAIL])[:RANK_TAIL]
+            return causal_sequence_scores(eng.model, [sp.suf, sp.pre, *pre], canvases, tail)
+        n = max(len(c) for c in canvases)
+        canvas_len = n + max(4, math.ceil(sc.repair_slack * n))
+        cache = eng.encode_context(eng.repair_context(prefix, suffix, sc.block_size),
+                                   cancel=self.cancel, block_size=sc.block_size)
+        return canvas_scores(eng.model, cache, canvases, canvas_len=canvas_len, eoi_id=sp.eoi)
+
+    def suspects(self, text: str, spans: list[tuple[int, int]], level: float) -> list[bool]:
+        """Which [start, end) spans of `text` the full repair should see (`check`'s cheap
+        pass, `lsp_server.suspect`): with a causal path, one pass over the file flags the
+        blocks where the model is at least `level` sure of another token; without one,
+        each block's own exact gate (`Engine.repair` changes nothing unless some canvas
+        position has p(its own token) <= the repair threshold; `level` is not used)."""
+        from lsp_server.suspect import causal_flags, has_causal_scan, scan_model
+
+        if has_causal_scan(self.engine):
+            if self._scan is None:
+                self._scan = scan_model(self.engine.model)
+            return causal_flags(self.engine, text, spans, level, self._scan)
         limit = math.log(max(self.sampler.repair_threshold, 1e-12))
-        return self.score(prefix, block, suffix) <= limit
+        return [self.score(text[:s], text[s:e], text[e:]) <= limit for s, e in spans]
 
 
 class Service:

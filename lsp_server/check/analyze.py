@@ -14,12 +14,16 @@ with it in place of the block (`lsp_server.syntax_repair` verifies every candida
 shared repair job, `lsp_server.repair.repair_block`, checks the result again), whatever
 the confidence. Any other block is reported as
 DL002 when the model changes it with confidence >= threshold and, for Python, the
-proposal still parses; a repairer with a cheap `suspicious` pass sends only the blocks it
-flags to the full repair.
+proposal still parses; a repairer with a cheap `suspects` pass (one pass over the file,
+`lsp_server.suspect`) sends only the blocks it flags to the full repair. In a file that
+parses, a use of a name nothing binds that is one or two edits from a name in scope
+(`check.names`) is DL003 when the repairer's `rank` puts the other name at or above the
+name threshold; the block's DL002 fix, if any, takes precedence (one fix per block).
 """
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import errno
 import hashlib
@@ -31,20 +35,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lsp_server.blocks import PYTHON, Block, find_blocks, language_of
+from lsp_server.check import build
 from lsp_server.check.findings import (
     SUSPICIOUS_CODE,
-    SYNTAX_ERROR,
     FileResult,
     Finding,
-    fingerprint,
 )
-from lsp_server.check.fix import block_diff
+from lsp_server.check.names import NameUse, misspelt_names
 from lsp_server.check.repairer import Repairer
-from lsp_server.edits import apply_edits, minimal_edits, shift
 from lsp_server.repair import Broken, repair_block
+from lsp_server.suspect import SCAN_LEVEL
 from lsp_server.syntax import locate, python_error, python_parses
 
 DEFAULT_MAX_FILE_SIZE = 1_000_000  # bytes
+NAME_THRESHOLD = 0.9  # default --name-threshold
 BLOCK_MAX_CHARS = 1200  # first cut of the splitter; the repairer has the last word (`fits`)
 _SNIFF = 8192
 
@@ -175,10 +179,13 @@ def count_blocks(text: str, language: str) -> int:
 def check_text(
     text: str, display: str, language: str, repairer: Repairer, threshold: float,
     *, lines: set[int] | None = None, on_block: BlockFn | None = None,
+    scan_level: float = SCAN_LEVEL, name_threshold: float = NAME_THRESHOLD,
 ) -> TextCheck:
     """Findings of one text. `lines` (0-based): only blocks touching them go to the model
     for DL002/DL003 (syntax errors are found and repaired wherever they are). `on_block`
-    is called with 1 after each block (progress)."""
+    is called with 1 after each block (progress). `scan_level`: the repairer's cheap pass
+    (`suspects`, when it has one) flags the blocks the full repair sees.
+    `name_threshold`: DL003's confidence bar (a repairer without `rank` finds none)."""
     table = LineTable(text, language)
     blocks = [b for b in find_blocks(text, language, BLOCK_MAX_CHARS) if b.start_line < table.n_lines]
     spans = [table.span(b) for b in blocks]
@@ -187,6 +194,18 @@ def check_text(
     findings: list[Finding] = []
     seen: dict[str, int] = {}
     n_blocks = long_blocks = unrepaired = suspects = 0
+
+    def wanted(i: int) -> bool:  # a parsing block the model should look at
+        s, e = spans[i]
+        return (bool(text[s:e].strip()) and i not in errors
+                and not (splice is not None and i in splice.broken)
+                and (lines is None or any(blocks[i].contains(ln) for ln in lines)))
+
+    fitting = [i for i in range(len(spans)) if wanted(i) and repairer.fits(text[slice(*spans[i])])]
+    flagged = _flagged(repairer, text, spans, fitting, scan_level)
+    fits = set(fitting)
+    rank = getattr(repairer, "rank", None)
+    names = _names_by_block(text, spans, fits) if language == PYTHON and not located and rank else {}
     for i, (s, e) in enumerate(spans):
         block = text[s:e]
         try:
@@ -200,29 +219,26 @@ def check_text(
                 long_blocks += got is None
                 new, conf = (None, 0.0) if got is None or got.text == block else (got.text, got.confidence)
                 unrepaired += new is None
-                findings.append(_syntax_finding(display, table, text, s, block, new, conf,
+                findings.append(build.syntax_finding(display, table, text, s, block, new, conf,
                                                 (loc.start, loc.end, loc.problem), blocks[i], seen))
                 continue
-            if splice is not None and i in splice.broken:
-                continue  # flagged, but parses once the other broken blocks are stubbed
-            if lines is not None and not any(blocks[i].contains(ln) for ln in lines):
-                continue
-            if not repairer.fits(block):
+            if not wanted(i):
+                continue  # outside the changed lines, or flagged but parses once the
+                # other broken blocks are stubbed
+            if i not in fits:
                 long_blocks += 1
                 continue
             n_blocks += 1
-            suspect = getattr(repairer, "suspicious", None)
-            if suspect is not None and not suspect(text[:s], block, text[e:], threshold):
-                continue
-            suspects += 1
-            got = repair_block(repairer, text, s, e, language=language)
-            if got is None or got.text == block or got.confidence < threshold:
-                continue  # (a proposal that breaks the block's syntax comes back unchanged)
-            new = got.text
-            if language == PYTHON and not located and not python_parses(text[:s] + new + text[e:]):
-                continue  # nor one that breaks the file
-            findings.append(_finding(SUSPICIOUS_CODE, "the model proposes a change", display, table,
-                                     text, s, block, new, got.confidence, blocks[i], seen))
+            if i in flagged:
+                suspects += 1
+                got = _proposal(repairer, text, s, e, language, threshold, bool(located))
+                if got is not None:
+                    findings.append(build.finding(SUSPICIOUS_CODE, "the model proposes a change", display,
+                                                  table, text, s, block, got[0], got[1], blocks[i], seen))
+                    continue  # one fix per block: its names are in the proposal's hands
+            found = (build.name_finding(rank, display, table, text, s, e, use, name_threshold,
+                                        blocks[i], seen) for use in names.get(i, ()))
+            findings.extend(f for f in found if f is not None)
         finally:
             if on_block is not None:
                 on_block(1)
@@ -231,7 +247,7 @@ def check_text(
         # all together): reported where the parser stops, without a fix
         loc = errors[-1]
         line = table.position(loc.start)[0] - 1
-        findings.append(_syntax_finding(display, table, text, loc.start, "", None, 0.0,
+        findings.append(build.syntax_finding(display, table, text, loc.start, "", None, 0.0,
                                         (loc.start, loc.end, loc.problem),
                                         Block(line, line, "line"), seen))
         unrepaired += 1
@@ -239,82 +255,47 @@ def check_text(
     return TextCheck(findings, n_blocks, long_blocks, unrepaired, suspects)
 
 
-def _fix_parts(base: int, block: str, new: str) -> tuple[int, int, str, str]:
-    """Offsets [start, end) in the file and the replacement of the smallest span that
-    turns `block` (at `base`) into `new`."""
-    edits = minimal_edits(block, new)
-    lo, hi = edits[0].start, edits[-1].end
-    replacement = apply_edits(block[lo:hi], shift(edits, -lo))
-    return base + lo, base + hi, block[lo:hi], replacement
+def _flagged(repairer, text: str, spans, fitting: list[int], level: float) -> set[int]:
+    """The blocks (indices into `spans`) of `fitting` that the repairer's cheap pass sends
+    to the full repair: all of them without one."""
+    scan = getattr(repairer, "suspects", None)
+    if scan is None or not fitting:
+        return set(fitting)
+    flags = scan(text, [spans[i] for i in fitting], level)
+    return {i for i, f in zip(fitting, flags, strict=True) if f}
 
 
-def _detail(original: str, replacement: str) -> str:
-    a, b = _short(original), _short(replacement)
-    if original and replacement:
-        return f"replace {a} with {b}"
-    return f"insert {b}" if replacement else f"delete {a}"
+def _names_by_block(text: str, spans, fits: set[int]) -> dict[int, list[NameUse]]:
+    """DL003 candidates (`check.names`) by the fitting block that holds them."""
+    starts = [sp[0] for sp in spans]
+    out: dict[int, list[NameUse]] = {}
+    for use in misspelt_names(text):
+        i = bisect.bisect_right(starts, use.start) - 1
+        if i in fits and use.end <= spans[i][1]:
+            out.setdefault(i, []).append(use)
+    return out
 
 
-def _nth(seen: dict[str, int], key: str) -> int:
-    nth = seen.get(key, 0)
-    seen[key] = nth + 1
-    return nth
-
-
-def _syntax_finding(display, table, text, base, block, new, conf, own, blk, seen) -> Finding:
-    a, b, problem = own
-    line, col = table.position(a)
-    end_line, end_col = table.position(b)
-    msg = f"syntax error: {problem.message}"
-    kw = {}
-    if new is not None:
-        start, end, original, replacement = _fix_parts(base, block, new)
-        fl, fc = table.position(start)
-        fel, fec = table.position(end)
-        kw = {"fix_line": fl, "fix_column": fc, "fix_end_line": fel, "fix_end_column": fec}
-        msg += f"; fix: {_detail(original, replacement)} (confidence {conf:.2f})"
-        diff = block_diff(display, block, new, blk.start_line + 1)
-    else:
-        start = end = a
-        original, replacement, diff = "", None, ""
-        msg += "; the model has no repair that parses"
-    key = SYNTAX_ERROR.id + problem.message + "\n".join(s.strip() for s in block.splitlines())
-    return Finding(
-        rule_id=SYNTAX_ERROR.id, path=display, line=line, column=col, end_line=end_line,
-        end_column=end_col, message=msg, original=original, replacement=replacement,
-        confidence=round(float(conf), 4), start_offset=start, end_offset=end,
-        block_start_line=blk.start_line + 1, block_end_line=blk.end_line + 1,
-        fingerprint=fingerprint(SYNTAX_ERROR.id, display, block or problem.message,
-                                replacement or "", _nth(seen, key)),
-        diff=diff, **kw,
-    )
-
-
-def _finding(rule, msg, display, table, text, base, block, new, conf, blk, seen) -> Finding:
-    start, end, original, replacement = _fix_parts(base, block, new)
-    line, col = table.position(start)
-    end_line, end_col = table.position(end)
-    return Finding(
-        rule_id=rule.id, path=display, line=line, column=col, end_line=end_line, end_column=end_col,
-        message=f"{msg}: {_detail(original, replacement)} (confidence {conf:.2f})",
-        original=original, replacement=replacement, confidence=round(float(conf), 4),
-        start_offset=start, end_offset=end,
-        block_start_line=blk.start_line + 1, block_end_line=blk.end_line + 1,
-        fingerprint=fingerprint(rule.id, display, block, replacement, _nth(seen, rule.id + block)),
-        diff=block_diff(display, block, new, blk.start_line + 1),
-    )
-
-
-def _short(s: str, limit: int = 60) -> str:
-    s = s if len(s) <= limit else s[: limit - 3] + "..."
-    return repr(s)
+def _proposal(repairer, text: str, s: int, e: int, language: str, threshold: float,
+              broken_file: bool) -> tuple[str, float] | None:
+    """(new block, confidence) of a DL002 finding for the parsing block [s, e), or None:
+    no change, below the threshold, or (Python, in a file that parses) a change after
+    which the file no longer parses (one that breaks the block's own syntax already comes
+    back unchanged from the repair job)."""
+    got = repair_block(repairer, text, s, e, language=language)
+    if got is None or got.text == text[s:e] or got.confidence < threshold:
+        return None
+    if language == PYTHON and not broken_file and not python_parses(text[:s] + got.text + text[e:]):
+        return None
+    return got.text, got.confidence
 
 
 def check_file(
     path: str, display: str, repairer: Repairer, threshold: float, max_size: int,
     *, lines: set[int] | None = None, on_block: BlockFn | None = None,
+    scan_level: float = SCAN_LEVEL, name_threshold: float = NAME_THRESHOLD,
 ) -> FileResult:
-    """One file; `lines` and `on_block` as in `check_text`."""
+    """One file; `lines`, `on_block`, `scan_level` and `name_threshold` as in `check_text`."""
     t0 = time.perf_counter()
     res = FileResult(path=path, display=display)
     language = language_of(path)
@@ -326,7 +307,7 @@ def check_file(
     res.digest, res.encoding = src.digest, src.encoding
     try:
         out = check_text(src.text, display, language, repairer, threshold, lines=lines,
-                         on_block=on_block)
+                         on_block=on_block, scan_level=scan_level, name_threshold=name_threshold)
     except Exception as e:  # one bad file must not end the run; reported, exit code 2
         res.error = f"{type(e).__name__}: {e}"
     else:

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from typing import TextIO
 
-from lsp_server.check.analyze import DEFAULT_MAX_FILE_SIZE
+from lsp_server.check.analyze import DEFAULT_MAX_FILE_SIZE, NAME_THRESHOLD
 from lsp_server.check.findings import FileResult
 from lsp_server.check.fix import apply_fix, remove_stale_temp_files, result_diff
 from lsp_server.check.formats import FORMATS, render
@@ -21,6 +21,7 @@ from lsp_server.check.repairer import EngineRepairerFactory, RepairerFactory
 from lsp_server.check.report import build_report
 from lsp_server.check.runner import ModelLoadFailed, RunOptions, run_files, show_progress
 from lsp_server.check.walk import DEFAULT_INCLUDE, WalkOptions, parse_shard, walk
+from lsp_server.suspect import SCAN_LEVEL
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 EXIT_INTERRUPTED = 130  # Ctrl-C: the partial report was still written
@@ -65,6 +66,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(a rewrite is not a repair; default 0.5)")
     p.add_argument("--threshold", type=float, default=0.9,
                    help="report a model change (DL002) at or above this confidence (default: 0.9)")
+    p.add_argument("--name-threshold", type=float, default=NAME_THRESHOLD, metavar="P",
+                   help="report a misspelt name (DL003) when the model gives the near name in "
+                        f"scope at least this share of the probability (default: {NAME_THRESHOLD})")
+    p.add_argument("--scan-level", type=float, default=SCAN_LEVEL, metavar="P",
+                   help="cheap pass before the repair: a block goes to the model's full repair "
+                        "only when the model is at least P sure that one of its tokens should "
+                        f"be another (models with a causal path; 0: every block; default {SCAN_LEVEL})")
     p.add_argument("--format", choices=FORMATS, default="text", help="report format (default: text)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
     mode = p.add_mutually_exclusive_group()
@@ -108,6 +116,10 @@ def _version() -> str:
 def _validate(args) -> tuple[tuple[int, int] | None, int]:
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold must be in [0, 1], got {args.threshold}")
+    if not 0.0 <= args.name_threshold <= 1.0:
+        raise UsageError(f"--name-threshold must be in [0, 1], got {args.name_threshold}")
+    if not 0.0 <= args.scan_level <= 1.0:
+        raise UsageError(f"--scan-level must be in [0, 1], got {args.scan_level}")
     if args.jobs < 0:
         raise UsageError(f"--jobs must be >= 0, got {args.jobs}")
     shard = None
@@ -202,8 +214,8 @@ def execute(
     if factory is None:
         threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
         factory = EngineRepairerFactory(args.model, args.device, threads, args.max_change)
-    ropts = RunOptions(threshold=args.threshold, max_file_size=args.max_file_size, jobs=jobs,
-                       lines=changed_lines)
+    ropts = RunOptions(threshold=args.threshold, scan_level=args.scan_level, jobs=jobs,
+                       name_threshold=args.name_threshold, max_file_size=args.max_file_size, lines=changed_lines)
     progress = not args.no_progress and not args.quiet and show_progress(stderr)
     fix_status: dict[str, str] = {}
     if args.fix:  # what an earlier --fix killed mid-write left beside the files

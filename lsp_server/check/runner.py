@@ -12,15 +12,18 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from lsp_server.check.analyze import check_file
+from lsp_server.check.analyze import NAME_THRESHOLD, check_file
 from lsp_server.check.findings import FileResult
 from lsp_server.check.repairer import Repairer, RepairerFactory
 from lsp_server.check.walk import Target
+from lsp_server.suspect import SCAN_LEVEL
 
 
 @dataclass(frozen=True)
 class RunOptions:
     threshold: float = 0.9
+    scan_level: float = SCAN_LEVEL  # --scan-level
+    name_threshold: float = NAME_THRESHOLD  # --name-threshold
     max_file_size: int = 1_000_000
     jobs: int = 1
     # --changed-since: target path -> changed 0-based lines (None: the whole file)
@@ -98,7 +101,8 @@ def _work(target: Target, opts: RunOptions) -> FileResult:
     if repairer is None:
         return FileResult(target.path, target.display, error=err, fatal=True)
     return check_file(target.path, target.display, repairer, opts.threshold, opts.max_file_size,
-                      lines=opts.lines_of(target.path))
+                      lines=opts.lines_of(target.path), scan_level=opts.scan_level,
+                      name_threshold=opts.name_threshold)
 
 
 def iter_results(
@@ -116,7 +120,8 @@ def iter_results(
             raise ModelLoadFailed(f"{type(e).__name__}: {e}") from e
         for t in targets:
             yield check_file(t.path, t.display, repairer, opts.threshold, opts.max_file_size,
-                             lines=opts.lines_of(t.path), on_block=on_block)
+                             lines=opts.lines_of(t.path), on_block=on_block,
+                             scan_level=opts.scan_level, name_threshold=opts.name_threshold)
         return
     yield from _pool_results(targets, factory, opts)
 

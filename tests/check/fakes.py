@@ -54,3 +54,21 @@ class PlantedFactory:
 class BrokenFactory:
     def __call__(self):
         raise OSError("model directory /nowhere does not exist")
+
+
+@dataclass(frozen=True)
+class RankingRepairer(PlantedRepairer):
+    """Also ranks block variants (DL003): a variant scores `weight` nats per occurrence of
+    a preferred name, and `suspects` flags only blocks holding one of `flag`."""
+
+    preferred: tuple[tuple[str, float], ...] = ()
+    flag: tuple[str, ...] | None = None  # None: no cheap pass at all
+    scans: list | None = None  # records the spans each `suspects` call got
+
+    def rank(self, prefix: str, block: str, suffix: str, variants: list[str]) -> list[float]:
+        return [sum(w * v.count(name) for name, w in self.preferred) for v in variants]
+
+    def suspects(self, text: str, spans, level: float) -> list[bool]:
+        if self.scans is not None:
+            self.scans.append(list(spans))
+        return [self.flag is None or any(f in text[s:e] for f in self.flag) for s, e in spans]
