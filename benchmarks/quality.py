@@ -5,7 +5,9 @@
     and mid-line completion (the cursor inside a held-out line, as while typing: is the
     suggestion the rest of the line, or at least a start of it that Tab could accept),
     (c) repair: held-out functions with 1-3 random token edits restored exactly, and code
-    with a syntax error that comes back parsing and equal to the original.
+    with a syntax error that comes back parsing and equal to the original (the edit model
+    alone), (d) check: syntax errors and misspelt names repaired through `check` itself,
+    and findings on clean files (`check_quality`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from diffusion_core.data import is_heldout, list_source_files
 from diffusion_core.engine import Engine
 from diffusion_core.policy import Fallback
 from dlsp_benchmarks import humaneval
+from dlsp_benchmarks.check_quality import check_scores, neighbourhoods
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,6 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mid-line", type=int, default=300,
                    help="held-out cursor positions inside a line (the rest of the line is the answer)")
     p.add_argument("--repair", type=int, default=200, help="held-out functions for each repair test")
+    p.add_argument("--check", type=int, default=60,
+                   help="held-out functions for the check rows (syntax error and misspelt-name "
+                        "repairs through `check`; 0: skip)")
+    p.add_argument("--check-clean-files", type=int, default=10,
+                   help="clean held-out files checked whole for the false-finding rate")
     p.add_argument("--threshold", type=float, default=None, help="confidence threshold (default: model's)")
     p.add_argument("--block-size", type=int, default=None)
     p.add_argument("--fallback", choices=get_args(Fallback), default=None,
@@ -246,6 +254,15 @@ def evaluate(engine: Engine, args, texts: list[str], log, repair: bool) -> dict:
         r["mid_line"] = mid_line_scores(engine, texts, args.mid_line, random.Random(f"{args.seed}/mid"))
     if repair and args.repair and texts:
         r["repair"] = repair_scores(engine, functions(texts), args.repair, rng)
+    if repair and args.check and texts:
+        from lsp_server.service import Service
+
+        r["check"] = check_scores(Service(engine).model(), neighbourhoods(texts), texts, args.check,
+                                  random.Random(f"{args.seed}/check"),
+                                  clean_files=args.check_clean_files, log=log)
+        log(f"  check: syntax restored {r['check']['syntax_restored_exactly']:.3f}, "
+            f"typos restored {r['check']['typos_restored']:.3f}, "
+            f"{r['check']['findings_per_1000_clean_lines']:.2f} findings/1000 clean lines")
     r["seconds"] = round(time.time() - t0, 1)
     return r
 
@@ -277,6 +294,10 @@ def table(report: dict) -> str:
         ("repair: 1-3 token edits restored", ("repair", "token_edits_restored")),
         ("repair: clean code left unchanged", ("repair", "clean_code_left_unchanged")),
         ("repair: syntax error fixed exactly", ("repair", "syntax_errors_fixed_exactly")),
+        ("check: syntax error restored exactly", ("check", "syntax_restored_exactly")),
+        ("check: syntax error fixed, file parses", ("check", "syntax_fixed_and_parses")),
+        ("check: misspelt name restored", ("check", "typos_restored")),
+        ("check: findings per 1000 clean lines", ("check", "findings_per_1000_clean_lines")),
         ("single-line tokens/s (end to end)", ("humaneval_single_line", "tok_per_s")),
         ("single-line tokens per step (forward)", ("humaneval_single_line", "tokens_per_step")),
         ("next-line tokens per step (forward)", ("next_line", "tokens_per_step")),
@@ -289,8 +310,8 @@ def table(report: dict) -> str:
             v = models[n].get(sec, {}).get(key)
             if v is None:
                 cells.append("n/a")
-            elif key in ("tok_per_s", "tokens_per_step"):
-                cells.append(f"{v:.2f}" if key == "tokens_per_step" else f"{v:.1f}")
+            elif key in ("tok_per_s", "tokens_per_step", "findings_per_1000_clean_lines"):
+                cells.append(f"{v:.1f}" if key == "tok_per_s" else f"{v:.2f}")
             else:
                 cells.append(f"{100 * v:.1f}%")
         out.append(f"| {label} | " + " | ".join(cells) + " |")

@@ -40,7 +40,8 @@ def setup(tmp_path_factory):
 def _eval(src, model, *extra: str) -> int:
     n = "1" if (humaneval.eval_dir() / humaneval.FILES["single_line"]).exists() else "0"
     return main(["eval", "--model", str(model), "--heldout-dirs", str(src), "--single-line", n,
-                 "--multi-line", "0", "--next-line", "3", "--mid-line", "4", "--repair", "2", *extra])
+                 "--multi-line", "0", "--next-line", "3", "--mid-line", "4", "--repair", "2", "--check", "2",
+                 "--check-clean-files", "1", *extra])
 
 
 def test_ar_alone_then_merged_beside_the_diffusion_model(setup):
@@ -62,6 +63,12 @@ def test_ar_alone_then_merged_beside_the_diffusion_model(setup):
     assert list(both["models"]) == ["diffusion", "ar"]
     assert both["models"]["ar"] == ar_report["models"]["ar"]
     assert set(both["models"]["diffusion"]["repair"]) >= {"token_edits_restored", "syntax_errors_fixed_exactly"}
+    check = both["models"]["diffusion"]["check"]  # through `check` itself
+    assert check["functions"] == 2 and check["syntax_errors"] >= 1 and check["clean_files"] == 1
+    assert 0 <= check["syntax_restored_exactly"] <= check["syntax_fixed_and_parses"] <= 1
+    assert check["syntax_proposals_not_parsing"] == 0  # nothing unparsed is ever proposed
+    assert check["findings_per_1000_clean_lines"] >= 0 and check["clean_lines"] > 0
+    assert "check" not in both["models"]["ar"]
     header = (d / "both.md").read_text().splitlines()[0]
     assert header == "| metric | diffusion | ar |"
 
