@@ -143,11 +143,11 @@ class SamplerConfig:
     decoder: Decoder = "auto"
     # draft and verify (diffusion_core.speculative): mask rows per forward (used by the
     # "diffusion" and "both" sources), most draft tokens verified per forward, where drafts
-    # come from. Document n-grams are the default: on the joint model they gave 2.09 tokens
-    # per forward and 1.58x greedy tokens/s, mask-row drafts 1.06-1.11 and 0.66-0.75x
-    # (docs/quality.md, "Draft and verify").
+    # come from. Document n-grams are the default: on the shipped joint model up to 5 draft
+    # tokens gave 2.54 tokens per forward and 1.78x greedy tokens/s (3 tokens: 2.24, 1.64x),
+    # mask-row drafts 1.08-1.12 and 0.69-0.76x (docs/quality.md, "Draft and verify").
     draft_masks: int = 4
-    draft_max: int = 3
+    draft_max: int = 5
     draft_source: DraftSource = "ngram"
     repair_steps: int = 6
     repair_threshold: float = 0.5
