@@ -5,9 +5,9 @@ Every number runs `lsp_server.check.analyze.check_text` with the service's `Engi
 corruption in one top-level function, and applies the findings' fixes as `check --fix`
 would (`check.fix.fixed_text`):
 
-- syntax: one single-token edit that stops the file parsing (`syntax_corruption`: a
-  missing or extra colon, paren, bracket, brace or comma, a dropped quote, a misspelt
-  keyword, a bad dedent). Rows: the fix restores the original exactly; the fixed file
+- syntax: one single-token edit that stops the file parsing (`syntax_corruption`, from
+  `diffusion_core.corruption.syntax_edits`: a missing or extra colon, paren, bracket,
+  brace or comma, a dropped quote, a misspelt keyword, a bad dedent). Rows: the fix restores the original exactly; the fixed file
   parses; proposals that do not parse (must be 0).
 - typo: one use of a name bound in the file, misspelt by one edit into a name nothing
   binds (`name_typo`). Row: a DL003 fix restores the original exactly.
@@ -22,9 +22,9 @@ from __future__ import annotations
 import ast
 import keyword
 import random
-import re
 import time
 
+from diffusion_core.corruption import syntax_edits
 from lsp_server.blocks import PYTHON
 from lsp_server.check.analyze import NAME_THRESHOLD, check_text
 from lsp_server.check.fix import fixed_text
@@ -32,9 +32,6 @@ from lsp_server.check.names import misspelt_names
 from lsp_server.syntax import python_parses
 
 CONTEXT_CHARS = 3000
-KEYWORDS = ("return", "def", "for", "while", "import", "else", "elif", "class", "if", "in",
-            "not", "lambda", "yield", "with", "try", "except", "pass", "raise")
-_KEYWORD = re.compile(r"\b(?:" + "|".join(KEYWORDS) + r")\b")
 
 
 def neighbourhoods(texts: list[str], max_lines: int = 25) -> list[tuple[str, str, str]]:
@@ -75,31 +72,9 @@ def neighbourhoods(texts: list[str], max_lines: int = 25) -> list[tuple[str, str
     return out
 
 
-def _edits(src: str, rng: random.Random) -> list[str]:
-    """Candidate single-token corruptions of `src`, in random order."""
-    out = []
-    for i, c in enumerate(src):
-        if c in ":)]},'\"":
-            out.append(src[:i] + src[i + 1 :])  # missing
-        if c in ":)],":
-            out.append(src[:i] + c + src[i:])  # doubled
-    for m in _KEYWORD.finditer(src):
-        w = m.group(0)
-        if len(w) >= 3:
-            k = rng.randrange(len(w) - 1)
-            bad = w[:k] + w[k + 1] + w[k] + w[k + 2 :]
-            if bad != w:
-                out.append(src[: m.start()] + bad + src[m.end() :])  # misspelt keyword
-    for m in re.finditer(r"^( {2,})\S", src, re.M):
-        if m.start() > 0:
-            out.append(src[: m.start()] + src[m.start() + 1 :])  # bad dedent (one space)
-    rng.shuffle(out)
-    return out
-
-
 def syntax_corruption(prefix: str, src: str, suffix: str, rng: random.Random) -> str | None:
     """`src` with one edit after which prefix + src + suffix no longer parses."""
-    for bad in _edits(src, rng)[:20]:
+    for bad in syntax_edits(src, rng)[:20]:
         if not python_parses(prefix + bad + suffix):
             return bad
     return None

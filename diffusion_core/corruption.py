@@ -4,16 +4,26 @@
 2. `edit_corrupt`: Seed Diffusion's edit-based corruption (stage 2): k = floor(len * a)
    random deletions, insertions and substitutions on a fixed-length canvas, so that the
    model learns to re-check every token, not only masked ones.
-3. `format_infill`: prefix/suffix/middle layout with the middle padded by <eoi>, so the
+3. `syntax_edits`: realistic single edits that break code (issue 20): a missing or extra
+   colon, paren, bracket, brace or comma, a dropped quote, a misspelt keyword, a bad
+   dedent; stage 2 trains on some of them besides the random token edits, and `eval`
+   measures repairs with the same kinds.
+4. `format_infill`: prefix/suffix/middle layout with the middle padded by <eoi>, so the
    model learns the length of the hole instead of being told it.
 """
 
 from __future__ import annotations
 
 import math
+import random
+import re
 from dataclasses import dataclass
 
 import torch
+
+SYNTAX_KEYWORDS = ("return", "def", "for", "while", "import", "else", "elif", "class", "if",
+                   "in", "not", "lambda", "yield", "with", "try", "except", "pass", "raise")
+_KEYWORD = re.compile(r"\b(?:" + "|".join(SYNTAX_KEYWORDS) + r")\b")
 
 
 def mask_corrupt(
@@ -95,3 +105,27 @@ def format_infill(
     context = [special.suf, *suffix, special.pre, *prefix, special.mid]
     m = padded_middle_length(len(middle), block_size)
     return context, [*middle, *([special.eoi] * (m - len(middle)))]
+
+
+def syntax_edits(text: str, rng: random.Random) -> list[str]:
+    """Every candidate single edit of `text` of the kinds in the module docstring (most
+    break Python; the caller checks when it matters), in random order."""
+    out = []
+    for i, c in enumerate(text):
+        if c in ":)]},'\"":
+            out.append(text[:i] + text[i + 1 :])  # missing
+        if c in ":)],":
+            out.append(text[:i] + c + text[i:])  # doubled
+    for m in _KEYWORD.finditer(text):
+        w = m.group(0)
+        if len(w) < 3:  # "fi", "ni": too short to read as a misspelling
+            continue
+        k = rng.randrange(len(w) - 1)
+        bad = w[:k] + w[k + 1] + w[k] + w[k + 2 :]
+        if bad != w:
+            out.append(text[: m.start()] + bad + text[m.end() :])  # misspelt keyword
+    for m in re.finditer(r"^( {2,})\S", text, re.M):
+        if m.start() > 0:  # not the first line: its indentation is the context's
+            out.append(text[: m.start()] + text[m.start() + 1 :])  # bad dedent (one space)
+    rng.shuffle(out)
+    return out

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from diffusion_core.corruption import edit_corrupt, format_infill, mask_corrupt
+from diffusion_core.corruption import edit_corrupt, format_infill, mask_corrupt, syntax_edits
 from diffusion_core.masks import causal_mask, two_stream_mask
 from diffusion_core.schedule import loss_weight
 from diffusion_core.tokenizer import CodeTokenizer
@@ -158,6 +158,9 @@ class DataConfig:
     p_plain: float = 0.3  # share of examples with no suffix and a long middle
     p_line: float = 0.5  # share of infill middles cut at line boundaries
     p_edit_stage2: float = 0.5  # share of edit examples in stage 2
+    # share of those whose corruption is one realistic syntax edit (`syntax_edits`: a
+    # missing colon, an extra paren, a misspelt keyword...) instead of random token edits
+    p_syntax_edit: float = 0.3
     max_edit_rate: float = 0.1  # Seed Diffusion: a in [0, 0.1]
     t_min: float = 0.05
     context_loss: bool = True  # noise and denoise the context blocks too, not only the middle
@@ -263,7 +266,11 @@ class ExampleBuilder:
             a, b = self._cut(rng, text, True, 6)
             middle, b = self._middle(text, a, b, cfg.max_middle)
             prefix, suffix = self._context(rng, text, a, b, rng.random() < 0.15)
-            return self._edit_example(prefix, suffix, middle, rng, g)
+            broken = None
+            if rng.random() < cfg.p_syntax_edit:
+                edits = syntax_edits(self.tok.decode(middle), rng)
+                broken = self.tok.encode(edits[0]) if edits else None
+            return self._edit_example(prefix, suffix, middle, rng, g, broken)
         prefix, suffix, middle = self.infill_pieces(rng, text)
         if self.kind == "ar":
             return self._ar_example(prefix, suffix, middle)
@@ -354,15 +361,24 @@ class ExampleBuilder:
             source=t_all,
         )
 
-    def _edit_example(self, prefix, suffix, middle, rng: random.Random, g: torch.Generator) -> Example:
+    def _edit_example(self, prefix, suffix, middle, rng: random.Random, g: torch.Generator,
+                      broken: list[int] | None = None) -> Example:
+        """Stage 2: the canvas is `middle` with random token edits (Seed Diffusion), or the
+        given `broken` tokens (one syntax edit of it); the target is `middle`."""
         context = [self.sp.suf, *suffix, self.sp.pre, *prefix, self.sp.edit]
         n = len(middle)
-        canvas_len = n + max(4, math.ceil(0.25 * n))
-        res = edit_corrupt(
-            torch.tensor(middle, dtype=torch.long), rng.uniform(0, self.cfg.max_edit_rate),
-            canvas_len, self.sp.eoi, self.vocab, g,
-        )
-        canvas = res.canvas
+        canvas_len = max(n, len(broken or ())) + max(4, math.ceil(0.25 * n))
+        if broken is not None:
+            canvas = torch.full((canvas_len,), self.sp.eoi, dtype=torch.long)
+            canvas[: len(broken)] = torch.tensor(broken, dtype=torch.long)
+            target = torch.full((canvas_len,), self.sp.eoi, dtype=torch.long)
+            target[:n] = torch.tensor(middle, dtype=torch.long)
+        else:
+            res = edit_corrupt(
+                torch.tensor(middle, dtype=torch.long), rng.uniform(0, self.cfg.max_edit_rate),
+                canvas_len, self.sp.eoi, self.vocab, g,
+            )
+            canvas, target = res.canvas, res.target
         if rng.random() < 0.5:  # re-masked positions, as the repair sampler produces them
             canvas, _ = mask_corrupt(canvas, rng.uniform(0, 0.3), self.sp.mask, g)
         t_ctx = len(context)
@@ -374,7 +390,7 @@ class ExampleBuilder:
         full = two_stream_mask(block_ids, noisy_index, causal_clean=joint)
         keep = torch.cat([torch.arange(t_ctx), torch.arange(t_ctx + canvas_len, t_ctx + 2 * canvas_len)])
         mask = full[keep][:, keep]
-        targets = torch.cat([torch.full((t_ctx,), -100), res.target])
+        targets = torch.cat([torch.full((t_ctx,), -100), target])
         weights = torch.cat([torch.zeros(t_ctx), torch.ones(canvas_len)])
         ar_rows = None
         if joint:  # the causal context also takes the next-token loss (its last row: none)

@@ -82,6 +82,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"{','.join(map(str, d.block_sizes))})")
     p.add_argument("--package-cap", type=float, default=d.package_cap, metavar="SHARE",
                    help=f"most any one top-level package may be of the sampled data (default {d.package_cap})")
+    p.add_argument("--syntax-edits", type=float, default=d.p_syntax_edit, metavar="SHARE",
+                   help="share of stage-2 edit examples corrupted by one realistic syntax edit "
+                        "(missing colon, extra paren, misspelt keyword...) instead of random "
+                        f"token edits (default {d.p_syntax_edit})")
     p.add_argument("--ar-weight", type=float, default=d.ar_weight,
                    help=f"joint: weight of the next-token loss (default {d.ar_weight})")
     p.add_argument("--diffusion-weight", type=float, default=d.diffusion_weight,
@@ -135,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_seconds=args.checkpoint_minutes * 60, init_from=args.init_from,
         data=DataConfig(
             max_prefix=args.max_prefix, max_suffix=args.max_suffix, block_sizes=args.block_sizes,
-            package_cap=args.package_cap, ar_weight=args.ar_weight,
+            package_cap=args.package_cap, ar_weight=args.ar_weight, p_syntax_edit=args.syntax_edits,
             diffusion_weight=args.diffusion_weight, noisy_context_tokens=args.noisy_context_tokens,
         ),
         micro_batch=args.micro_batch,

@@ -1,4 +1,6 @@
+import ast
 import math
+import random
 
 import torch
 
@@ -7,6 +9,7 @@ from diffusion_core.corruption import (
     format_infill,
     mask_corrupt,
     padded_middle_length,
+    syntax_edits,
 )
 from diffusion_core.schedule import loss_weight
 
@@ -59,3 +62,23 @@ def test_format_infill_pads_middle_with_eoi_to_whole_blocks(tok):
 
 def test_schedule_weights_masked_tokens_one_over_t():
     assert torch.allclose(loss_weight(torch.tensor([0.5, 0.25])), torch.tensor([2.0, 4.0]))
+
+
+def test_syntax_edits_are_single_realistic_edits_that_mostly_break_the_code():
+    src = "def f(items, n):\n    for x in items[:n]:\n        print({'x': x})\n    return n\n"
+    edits = syntax_edits(src, random.Random(0))
+    assert len(edits) == len(set(edits)) >= 10
+    for bad in edits:  # one character dropped or doubled, or two swapped in a keyword
+        assert abs(len(bad) - len(src)) <= 1 and bad != src
+    broken = 0
+    for bad in edits:
+        try:
+            ast.parse(bad)
+        except SyntaxError:
+            broken += 1
+    assert broken / len(edits) > 0.7
+    assert any("def f(items, n)\n" in e for e in edits)  # missing colon
+    assert any("items[:n]]" in e for e in edits)  # doubled bracket
+    assert any("return" not in e and len(e) == len(src) for e in edits)  # misspelt keyword
+    assert any("\n   for" in e and "\n    for" not in e for e in edits)  # bad dedent
+    assert syntax_edits("x = 1", random.Random(0)) == []  # nothing to break

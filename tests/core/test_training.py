@@ -76,6 +76,28 @@ def test_stage_two_batches_contain_edit_examples(data_dir):
     assert torch.equal(b.batch(3, 0, 4, 1).ids, b.batch(3, 0, 4, 1).ids)  # a pure function of step
 
 
+@pytest.mark.parametrize("kind", ["diffusion", "joint"])
+def test_syntax_edit_examples_restore_one_realistic_edit(data_dir, kind):
+    from diffusion_core.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    corpus = load_corpus(sorted(data_dir.glob("*.py")), 0.0, "train")
+    cfg = DataConfig(max_prefix=48, max_suffix=16, max_middle=32, p_edit_stage2=1.0, p_syntax_edit=1.0)
+    b = ExampleBuilder(corpus, tok, cfg, kind, 0)
+    seen = 0
+    for e in b.examples(2, 0, 12, stage=2):
+        canvas = e.ids[e.source:]
+        target = e.targets[e.source:]
+        if bool((canvas == tok.special.mask).any()):
+            continue  # re-masked as the repair sampler does: not comparable as text
+        old, new = tok.decode(target.tolist()), tok.decode(canvas.tolist())
+        if old == new:
+            continue  # a middle with nothing to break
+        assert abs(len(old) - len(new)) <= 1  # one character dropped, doubled or swapped
+        seen += 1
+    assert seen >= 3
+
+
 @pytest.mark.parametrize("kind", ["diffusion", "ar", "joint"])
 def test_micro_batches_give_the_gradient_of_the_whole_step(data_dir, tok, kind):
     corpus = load_corpus(sorted(data_dir.glob("*.py")), 0.0, "train")
