@@ -3,33 +3,20 @@ block diff and a fingerprint that survives line shifts. No model and no files he
 
 from __future__ import annotations
 
-import math
-
 from lsp_server.check.findings import MISSPELT_NAME, SYNTAX_ERROR, Finding, fingerprint
 from lsp_server.check.fix import block_diff
-from lsp_server.check.names import NameUse
+from lsp_server.check.names import NameUse, choose
 from lsp_server.edits import apply_edits, minimal_edits, shift
-
-NAME_CANDIDATES = 4  # near names ranked against the name as written (DL003)
 
 
 def name_finding(rank, display, table, text, s, e, use: NameUse, bar: float, blk, seen
-                  ) -> Finding | None:
-    """DL003 for one use of an unbound name: the model ranks the block as written against
-    the block with each near name in its place; a finding when another name wins with at
-    least `bar` of the probability mass."""
-    block = text[s:e]
-    a, b = use.start - s, use.end - s
-    cands = use.candidates[:NAME_CANDIDATES]
-    variants = [block] + [block[:a] + c + block[b:] for c in cands]
-    scores = rank(text[:s], block, text[e:], variants)
-    top = max(scores)
-    mass = [math.exp(x - top) for x in scores]
-    best = max(range(len(scores)), key=scores.__getitem__)
-    conf = mass[best] / sum(mass)
-    if best == 0 or conf < bar:
+                 ) -> Finding | None:
+    """DL003 for one use of an unbound name in the block [s, e) (`names.choose`)."""
+    got = choose(rank, text, s, e, use, bar)
+    if got is None:
         return None
-    name = cands[best - 1]
+    name, conf, new_block = got
+    block = text[s:e]
     line, col = table.position(use.start)
     end_line, end_col = table.position(use.end)
     return Finding(
@@ -41,7 +28,7 @@ def name_finding(rank, display, table, text, s, e, use: NameUse, bar: float, blk
         block_start_line=blk.start_line + 1, block_end_line=blk.end_line + 1,
         fingerprint=fingerprint(MISSPELT_NAME.id, display, block, name,
                                 _nth(seen, MISSPELT_NAME.id + block + use.name)),
-        diff=block_diff(display, block, variants[best], blk.start_line + 1),
+        diff=block_diff(display, block, new_block, blk.start_line + 1),
     )
 
 

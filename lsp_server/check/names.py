@@ -4,7 +4,8 @@
 that is not a builtin (it would raise NameError when run), together with the names in
 scope one or two edits away from it (Damerau-Levenshtein, optimal string alignment; one
 edit for names of four characters or fewer). The model decides between the name as
-written and those candidates (`check.analyze`); nothing here says which is right.
+written and those candidates (`choose`, given the model's `rank`: the one place of that
+decision, for `check` and the server alike); nothing else here says which is right.
 
 "In scope" is deliberately wide: every name bound anywhere in the file (assignments,
 definitions, parameters, imports, loop and `with`/`except`/`match` targets,
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import ast
 import builtins
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MODULE_NAMES = frozenset({
@@ -28,6 +31,7 @@ MODULE_NAMES = frozenset({
     "__qualname__", "__module__",
 })
 MIN_LENGTH = 3  # shorter names are too often one edit from another real name
+NAME_CANDIDATES = 4  # near names ranked against the name as written
 
 
 @dataclass(frozen=True)
@@ -121,3 +125,25 @@ def misspelt_names(source: str) -> list[NameUse]:
         out.append(NameUse(name, start, start + len(name), tuple(c for _, c in near)))
     out.sort(key=lambda u: u.start)
     return out
+
+
+Rank = Callable[[str, str, str, list[str]], list[float]]  # (prefix, block, suffix, variants)
+
+
+def choose(rank: Rank, text: str, s: int, e: int, use: NameUse, bar: float
+           ) -> tuple[str, float, str] | None:
+    """(name, confidence, block with it) when the model prefers a near name to the one
+    written at `use` inside the block [s, e) of `text` with at least `bar` of the
+    probability mass (softmax over the variants' log-likelihoods); else None."""
+    block = text[s:e]
+    a, b = use.start - s, use.end - s
+    cands = use.candidates[:NAME_CANDIDATES]
+    variants = [block] + [block[:a] + c + block[b:] for c in cands]
+    scores = rank(text[:s], block, text[e:], variants)
+    top = max(scores)
+    mass = [math.exp(x - top) for x in scores]
+    best = max(range(len(scores)), key=scores.__getitem__)
+    conf = mass[best] / sum(mass)
+    if best == 0 or conf < bar:
+        return None
+    return cands[best - 1], conf, variants[best]
