@@ -12,7 +12,8 @@ CPython's error line that still fails with the other broken blocks stubbed out),
 for the file when no block can be blamed. The fix is attached only when the file parses
 with it in place of the block (`lsp_server.syntax_repair` verifies every candidate; the
 shared repair job, `lsp_server.repair.repair_block`, checks the result again), whatever
-the confidence. Any other block is reported as
+the confidence, and only when all the DL001 fixes of the file, applied together, make it
+parse. Any other block is reported as
 DL002 when the model changes it with confidence >= threshold and, for Python, the
 proposal still parses; a repairer with a cheap `suspects` pass (one pass over the file,
 `lsp_server.suspect`) sends only the blocks it flags to the full repair. In a file that
@@ -36,11 +37,8 @@ from dataclasses import dataclass
 
 from lsp_server.blocks import PYTHON, Block, find_blocks, language_of
 from lsp_server.check import build
-from lsp_server.check.findings import (
-    SUSPICIOUS_CODE,
-    FileResult,
-    Finding,
-)
+from lsp_server.check.findings import SUSPICIOUS_CODE, SYNTAX_ERROR, FileResult, Finding
+from lsp_server.check.fix import fixed_text
 from lsp_server.check.names import NameUse, misspelt_names
 from lsp_server.check.repairer import Repairer
 from lsp_server.repair import Broken, repair_block
@@ -251,8 +249,25 @@ def check_text(
                                         (loc.start, loc.end, loc.problem),
                                         Block(line, line, "line"), seen))
         unrepaired += 1
+    if language == PYTHON and located:
+        findings, dropped = _fixes_that_parse_together(text, table, findings)
+        unrepaired += dropped
     findings.sort(key=lambda f: (f.line, f.column, f.rule_id))
     return TextCheck(findings, n_blocks, long_blocks, unrepaired, suspects)
+
+
+def _fixes_that_parse_together(text: str, table: LineTable, findings: list[Finding]
+                               ) -> tuple[list[Finding], int]:
+    """Each DL001 fix was verified with the other broken blocks stubbed out; offered
+    together they must make the file parse too. When they do not (one unclosed string or
+    bracket garbles the blocks after it, and their "fixes" answer that garbling), every
+    DL001 loses its fix. Returns the findings and how many fixes were dropped."""
+    fixes = [f for f in findings if f.rule_id == SYNTAX_ERROR.id and f.has_fix]
+    if not fixes or python_parses(fixed_text(text, fixes)):
+        return findings, 0
+    out = [build.without_fix(f, table.starts[f.line - 1] + f.column - 1) if f in fixes else f
+           for f in findings]
+    return out, len(fixes)
 
 
 def _flagged(repairer, text: str, spans, fitting: list[int], level: float) -> set[int]:

@@ -3,6 +3,8 @@ block diff and a fingerprint that survives line shifts. No model and no files he
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from lsp_server.check.findings import MISSPELT_NAME, SYNTAX_ERROR, Finding, fingerprint
 from lsp_server.check.fix import block_diff
 from lsp_server.check.names import NameUse, choose
@@ -101,3 +103,12 @@ def finding(rule, msg, display, table, text, base, block, new, conf, blk, seen) 
 def _short(s: str, limit: int = 60) -> str:
     s = s if len(s) <= limit else s[: limit - 3] + "..."
     return repr(s)
+
+
+def without_fix(f: Finding, error_offset: int) -> Finding:
+    """A DL001 finding with its fix taken away (the fixes of the file do not parse
+    together), reported at its error as one the model cannot repair."""
+    msg = f.message.split("; fix: ", 1)[0] + "; the model has no repair that parses"
+    return replace(f, message=msg, original="", replacement=None, confidence=0.0,
+                   start_offset=error_offset, end_offset=error_offset, diff="",
+                   fix_line=0, fix_column=0, fix_end_line=0, fix_end_column=0)

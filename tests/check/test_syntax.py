@@ -183,3 +183,19 @@ def test_two_edits_when_one_is_not_enough(tiny_engine, monkeypatch):
                           use_model_proposal=False)
     assert res.text is not None and python_parses(res.text)
     assert res.source.count("+") == 1  # two single-token edits
+
+
+def test_fixes_are_offered_only_when_together_they_make_the_file_parse():
+    from lsp_server.check.analyze import LineTable, _fixes_that_parse_together
+
+    text = "def f(x)\n    return x\n\n\ndef g(y):\n    return (y\n\n\nz = 1\n"
+    plants = (("def f(x)\n", "def f(x):\n", 0.9), ("return (y\n", "return (y)\n", 0.9))
+    out = check_text(text, "t.py", "python", PlantedRepairer(plants), 0.9)
+    assert [f.replacement for f in out.findings] == [":", ")"]  # both fixed, together they parse
+    assert out.unrepaired_syntax_errors == 0
+    # the same two fixes on a file with a third error they do not touch: none is offered
+    worse = text + "print((\n"
+    kept, dropped = _fixes_that_parse_together(worse, LineTable(worse, "python"), out.findings)
+    assert dropped == 2 and all(f.replacement is None for f in kept)
+    assert all("no repair that parses" in f.message and f.start_offset == f.end_offset for f in kept)
+    assert [(f.line, f.column) for f in kept] == [(f.line, f.column) for f in out.findings]
