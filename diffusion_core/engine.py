@@ -38,6 +38,9 @@ __all__ = ["Cancelled", "Engine", "InfillOutput", "RepairOutput"]
 MAX_REPAIR_TOKENS = 384
 
 
+RANK_TAIL = 32  # suffix tokens that score variants of a span (causal ranking)
+
+
 @dataclass
 class InfillOutput:
     text: str
@@ -159,6 +162,14 @@ class Engine:
         return build_context(
             tok.encode(prefix), tok.encode(suffix), b, self.special, self.window, task_token=self.special.edit
         )
+
+    def rank_context(self, prefix: str, suffix: str, tail: int = RANK_TAIL) -> tuple[list[int], list[int]]:
+        """(prompt, tail) ids for ranking variants of a span with the causal path
+        (`scoring.causal_sequence_scores`): `<suf> <pre>` and the prefix window, then the
+        first `tail` tokens of the suffix, so the code after the span votes too."""
+        tok, sp = self.tokenizer, self.special
+        pre = tok.encode(prefix)[-self.window.max_prefix :] if self.window.max_prefix else []
+        return [sp.suf, sp.pre, *pre], tok.encode(suffix[: 8 * tail])[:tail]
 
     def encode_context(
         self, ids: list[int], cache: KVCache | None = None, cancel: CancelFn | None = None,

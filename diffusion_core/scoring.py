@@ -144,23 +144,46 @@ def causal_token_scores(
 
 @torch.inference_mode()
 def causal_sequence_scores(
-    model, prompt: list[int], variants: list[list[int]], tail: list[int]
+    model, prompt: list[int], variants: list[list[int]], tail: list[int],
+    batch: int = DEFAULT_BATCH, cancel=None,
 ) -> list[float]:
     """For each variant v: log p(v + tail | prompt) under the causal path (the tail, the
-    text after the variable part, lets right context vote: comparable within one call)."""
+    text after the variable part, lets right context vote: comparable within one call).
+    The prompt is encoded once (causal mask) into a cache that every variant reads;
+    variants go through in batches, padded at the end (causal rows never see padding).
+    `cancel`: checked before every forward pass (raises `sampler.Cancelled`)."""
+    from diffusion_core.sampler import _check
     if not model.cfg.has_causal_path:
         raise ValueError("causal scores need a model with a causal path (kind ar or joint)")
     if not prompt:
         raise ValueError("the prompt must hold at least one token")
     device = next(model.parameters()).device
+    _check(cancel)
+    p = torch.tensor([prompt], device=device)  # (1, S)
+    n_p = p.shape[1]
+    last = torch.zeros(1, n_p, dtype=torch.bool, device=device)
+    last[0, -1] = True  # the prompt's last row predicts each variant's first token
+    o = model(p, torch.arange(n_p, device=device)[None], causal_mask(n_p, device)[None],
+              model.empty_cache(), select=last)
+    first = torch.log_softmax(o.logits.float(), dim=-1)[0]  # (V,)
+    cache = model.empty_cache().extend(o.kv)
     out: list[float] = []
-    for v in variants:
-        seq = torch.tensor([*prompt, *v, *tail], device=device)  # (T,)
-        t = seq.numel()
-        sel = torch.zeros(1, t, dtype=torch.bool, device=device)
-        sel[0, len(prompt) - 1 : t - 1] = True  # the rows that predict v + tail
-        logits = model(seq[None], torch.arange(t, device=device)[None],
-                       causal_mask(t, device)[None], select=sel).logits.float()  # (n, V)
-        lp = torch.log_softmax(logits, dim=-1)
-        out.append(float(lp.gather(-1, seq[len(prompt) :, None]).sum()))
+    for i in range(0, len(variants), batch):
+        _check(cancel)
+        seqs = [[*v, *tail] for v in variants[i : i + batch]]
+        n, t = len(seqs), max(len(q) for q in seqs)
+        x = torch.zeros(n, t, dtype=torch.long, device=device)
+        for r, q in enumerate(seqs):
+            x[r, : len(q)] = torch.tensor(q, dtype=torch.long, device=device)
+        mask = torch.cat([torch.ones(t, n_p, dtype=torch.bool, device=device),
+                          causal_mask(t, device)], dim=1)  # (T, S+T)
+        pos = torch.arange(n_p, n_p + t, device=device)[None].expand(n, -1)
+        logits = model(x, pos, mask[None], _expand(cache, n)).logits.float()  # (n, T, V)
+        lp = torch.log_softmax(logits[:, :-1], dim=-1)  # row j predicts x[:, j + 1]
+        for r, q in enumerate(seqs):
+            if not q:
+                out.append(0.0)
+                continue
+            rest = lp[r, : len(q) - 1].gather(-1, x[r, 1 : len(q), None]).sum()
+            out.append(float(first[q[0]] + rest))
     return out

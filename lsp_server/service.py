@@ -92,9 +92,6 @@ class Repair:
         }
 
 
-RANK_TAIL = 32  # tokens after a block that score its variants (causal models)
-
-
 class EngineModel:
     """The engine behind `lsp_server.repair.RepairModel`, for one sampler and cancel flag.
 
@@ -133,23 +130,30 @@ class EngineModel:
 
     def rank(self, prefix: str, block: str, suffix: str, variants: list[str]) -> list[float]:
         """Log-likelihoods of variants of `block` in its place, comparable within the call.
-        With a causal path: log p(variant + the next `RANK_TAIL` tokens | prefix window),
+        With a causal path: log p(variant + the next 32 tokens | prefix window,
+        `Engine.rank_context`),
         so the code after the block votes too; without one: the edit model's canvas score
-        (one context encode, canvases of one shared length; `diffusion_core.scoring`)."""
+        (one context encode, canvases of one shared length; `diffusion_core.scoring`).
+        The cancel flag is checked between forward passes (raises `Cancelled`)."""
+        from diffusion_core.sampler import Cancelled
         from diffusion_core.scoring import canvas_scores, causal_sequence_scores
+
+        def check() -> None:
+            if self.cancel is not None and self.cancel():
+                raise Cancelled()
 
         prefix, suffix = self._context(prefix, suffix)
         eng, sc = self.engine, self.sampler
         tok, sp = eng.tokenizer, eng.special
         canvases = [tok.encode(v) for v in variants]
         if eng.model.cfg.has_causal_path:
-            pre = tok.encode(prefix)[-eng.window.max_prefix :]
-            tail = tok.encode(suffix[: 8 * RANK_TAIL])[:RANK_TAIL]
-            return causal_sequence_scores(eng.model, [sp.suf, sp.pre, *pre], canvases, tail)
+            prompt, tail = eng.rank_context(prefix, suffix)
+            return causal_sequence_scores(eng.model, prompt, canvases, tail, cancel=self.cancel)
         n = max(len(c) for c in canvases)
         canvas_len = n + max(4, math.ceil(sc.repair_slack * n))
         cache = eng.encode_context(eng.repair_context(prefix, suffix, sc.block_size),
                                    cancel=self.cancel, block_size=sc.block_size)
+        check()
         return canvas_scores(eng.model, cache, canvases, canvas_len=canvas_len, eoi_id=sp.eoi)
 
     def suspects(self, text: str, spans: list[tuple[int, int]], level: float) -> list[bool]:

@@ -13,8 +13,10 @@
    the model fills the slots.
 3. Only candidates that parse are kept. When none does, the candidates that move the
    first error furthest are edited once more (up to `rounds` edits).
-4. The parsing candidates are scored by the edit model (log p(canvas | canvas), see
-   `diffusion_core.scoring`); among those within `margin` nats of the best, the one with
+4. The parsing candidates are scored: by the causal path where the model has one (log p of
+   the block and the next 32 tokens after the code above it, `Engine.rank_context`), else
+   by the edit model (log p(canvas | canvas)); see `diffusion_core.scoring`. Among those
+   within `margin` nats of the best, the one with
    the smallest edit wins (then the higher score). Its confidence is its share of the
    probability mass of all parsing candidates.
 
@@ -28,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from diffusion_core.scoring import canvas_scores, slot_predictions
+from diffusion_core.scoring import canvas_scores, causal_sequence_scores, slot_predictions
 from lsp_server.edits import minimal_edits
 from lsp_server.repair import keep_line_ending
 
@@ -115,6 +117,7 @@ class _Search:
         self.seen: dict[str, int | None] = {}  # text -> error offset (None: parses)
         self.cache = None
         self.canvas_len = 0
+        self.causal: tuple[list[int], list[int]] | None = None  # (prompt, tail) ids
 
     def check(self, text: str) -> int | None:
         if text not in self.seen:
@@ -167,10 +170,15 @@ class _Search:
     def score(self, cands: list[Candidate]) -> None:
         self._cancelled()
         canvases = [self.tok.encode(c.text) for c in cands]
-        n = max([len(c) for c in canvases] + [self.canvas_len])
-        scores = canvas_scores(
-            self.engine.model, self.cache, canvases, canvas_len=n, eoi_id=self.special.eoi
-        )
+        if self.causal is not None:  # the causal path reads the block in its place
+            prompt, tail = self.causal
+            scores = causal_sequence_scores(self.engine.model, prompt, canvases, tail,
+                                            cancel=self.cancel)
+        else:
+            n = max([len(c) for c in canvases] + [self.canvas_len])
+            scores = canvas_scores(
+                self.engine.model, self.cache, canvases, canvas_len=n, eoi_id=self.special.eoi
+            )
         for c, s in zip(cands, scores, strict=True):
             c.score = s
 
@@ -204,6 +212,8 @@ def verified_repair(
     s = _Search(engine, block, error_at, cancel)
     ctx = engine.repair_context(prefix, suffix, sc.block_size)
     s.cache = engine.encode_context(ctx, cancel=cancel, block_size=sc.block_size)
+    if engine.model.cfg.has_causal_path:
+        s.causal = engine.rank_context(prefix, suffix)
     n_block = len(s.tok.encode(block))
     s.canvas_len = n_block + max(4, math.ceil(sc.repair_slack * n_block))
     valid: dict[str, Candidate] = {}

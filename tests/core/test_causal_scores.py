@@ -60,9 +60,10 @@ def test_windows_score_each_token_with_its_own_left_context(tok, joint):
 
 def test_sequence_scores_are_sums_of_next_token_log_probs(tok, joint):
     prompt = [tok.special.suf, tok.special.pre] + tok.encode("x = 1\n")
-    variants = [tok.encode("y = x\n"), tok.encode("y = z\n")]
+    variants = [tok.encode("y = x\n"), tok.encode("y = some_long_name + 1\n"), []]
     tail = tok.encode("print(y)\n")
-    got = causal_sequence_scores(joint, prompt, variants, tail)
+    got = causal_sequence_scores(joint, prompt, variants, tail)  # one padded batch
+    assert got == pytest.approx(causal_sequence_scores(joint, prompt, variants, tail, batch=1), abs=1e-4)
     for v, g in zip(variants, got, strict=True):
         seq = prompt + v + tail
         lp = _direct(joint, seq)[len(prompt) - 1 :]
