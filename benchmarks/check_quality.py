@@ -26,9 +26,9 @@ import time
 
 from diffusion_core.corruption import syntax_edits
 from lsp_server.blocks import PYTHON
-from lsp_server.check.analyze import NAME_THRESHOLD, check_text
+from lsp_server.check.analyze import check_text
 from lsp_server.check.fix import fixed_text
-from lsp_server.check.names import misspelt_names
+from lsp_server.check.names import NAME_THRESHOLD, misspelt_names
 from lsp_server.syntax import python_parses
 
 CONTEXT_CHARS = 3000

@@ -4,8 +4,9 @@ Features (one module per request kind in `lsp_server.features`): incremental doc
 sync (UTF-16 by default, UTF-8/UTF-32 when the client offers them), `textDocument/completion`,
 `textDocument/inlineCompletion` (ghost text), `textDocument/codeAction` "Repair this block"
 (refactor.rewrite, or quickfix where the block has a syntax error) with
-`codeAction/resolve`, syntax-error diagnostics (`textDocument/publishDiagnostics`,
-debounced after didOpen/didChange, computed off the model worker; see `diagnostics.py`),
+`codeAction/resolve`, diagnostics (`textDocument/publishDiagnostics`: syntax errors,
+debounced after didOpen/didChange, computed off the model worker, and probably misspelt
+names, decided by the model at a pause; see `diagnostics.py` and `features.sync`),
 and the commands `diffusion-lsp.status` and `diffusion-lsp.documentState` (version and
 hash of the server's copy of a document).
 
@@ -87,6 +88,8 @@ class DiffusionLanguageServer(ModelHost, LanguageServer):
         self.session = Session()  # resolved at `initialize`
         self.client_gone = False  # the session's read loop has ended (see `_serve`)
         self.debouncer = diagnostics.Debouncer()
+        self.name_debouncer = diagnostics.Debouncer(diagnostics.NAMES_DEBOUNCE_S)
+        self.diag_state: dict[str, diagnostics.DocumentDiagnostics] = {}  # by open URI
         logging.getLogger("pygls.protocol.json_rpc").addFilter(_QuietExpectedErrors())
 
     @property

@@ -112,6 +112,8 @@ class Settings:
     enable_completion: bool = _setting(True, _bool)
     enable_inline_completion: bool = _setting(True, _bool)
     enable_repair: bool = _setting(True, _bool)
+    # underline names that are probably misspelt (DL003), using the model when typing pauses
+    name_diagnostics: bool = _setting(True, _bool)
     log_level: str = _setting("info", _level)
 
     def replace(self, **changes: Any) -> Settings:

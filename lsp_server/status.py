@@ -26,6 +26,7 @@ class Metrics:
     stale: int = 0
     errors: int = 0
     repairs: int = 0
+    name_jobs: int = 0  # DL003 model jobs submitted (`features.sync.names_job`)
 
     def completed(self, rid: Any, res: Completion, ms: float) -> None:
         self.served += 1
@@ -44,6 +45,7 @@ class Metrics:
             "requests_served": self.served, "requests_cancelled": self.cancelled,
             "requests_superseded": self.superseded, "stale_results_dropped": self.stale,
             "errors": self.errors, "repairs": self.repairs,
+            "name_jobs": self.name_jobs,
             "completion_latency_ms": {"p50": self.percentile(0.5), "p95": self.percentile(0.95),
                                       "n": len(self.latencies_ms)},
         }

@@ -39,14 +39,13 @@ from lsp_server.blocks import PYTHON, Block, find_blocks, language_of
 from lsp_server.check import build
 from lsp_server.check.findings import SUSPICIOUS_CODE, SYNTAX_ERROR, FileResult, Finding
 from lsp_server.check.fix import fixed_text
-from lsp_server.check.names import NameUse, misspelt_names
+from lsp_server.check.names import NAME_THRESHOLD, NameUse, misspelt_names
 from lsp_server.check.repairer import Repairer
 from lsp_server.repair import Broken, repair_block
 from lsp_server.suspect import SCAN_LEVEL
 from lsp_server.syntax import locate, python_error, python_parses
 
 DEFAULT_MAX_FILE_SIZE = 1_000_000  # bytes
-NAME_THRESHOLD = 0.9  # default --name-threshold
 BLOCK_MAX_CHARS = 1200  # first cut of the splitter; the repairer has the last word (`fits`)
 _SNIFF = 8192
 

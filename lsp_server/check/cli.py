@@ -13,10 +13,11 @@ import sys
 import tempfile
 from typing import TextIO
 
-from lsp_server.check.analyze import DEFAULT_MAX_FILE_SIZE, NAME_THRESHOLD
+from lsp_server.check.analyze import DEFAULT_MAX_FILE_SIZE
 from lsp_server.check.findings import FileResult
 from lsp_server.check.fix import apply_fix, remove_stale_temp_files, result_diff
 from lsp_server.check.formats import FORMATS, render
+from lsp_server.check.names import NAME_THRESHOLD
 from lsp_server.check.repairer import EngineRepairerFactory, RepairerFactory
 from lsp_server.check.report import build_report
 from lsp_server.check.runner import ModelLoadFailed, RunOptions, run_files, show_progress

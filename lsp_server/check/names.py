@@ -32,6 +32,7 @@ MODULE_NAMES = frozenset({
 })
 MIN_LENGTH = 3  # shorter names are too often one edit from another real name
 NAME_CANDIDATES = 4  # near names ranked against the name as written
+NAME_THRESHOLD = 0.9  # the model's share for another name (check --name-threshold's default)
 
 
 @dataclass(frozen=True)

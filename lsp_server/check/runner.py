@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from lsp_server.check.analyze import NAME_THRESHOLD, check_file
+from lsp_server.check.analyze import check_file
 from lsp_server.check.findings import FileResult
+from lsp_server.check.names import NAME_THRESHOLD
 from lsp_server.check.repairer import Repairer, RepairerFactory
 from lsp_server.check.walk import Target
 from lsp_server.suspect import SCAN_LEVEL

@@ -1,6 +1,6 @@
 """The request handlers, one module per request kind; each has `register(server)`.
 
-lifecycle (initialize, settings, shutdown), sync (document sync, syntax diagnostics),
+lifecycle (initialize, settings, shutdown), sync (document sync, diagnostics),
 completion (completion, inline completion), code_action (Repair this block, resolve),
 commands (status, documentState).
 """

@@ -1,6 +1,8 @@
 """textDocument/codeAction "Repair this block" and codeAction/resolve.
 
-Offered on an explicit selection, as the quick fix of one of our diagnostics (or of a
+A DL003 diagnostic (a probably misspelt name) gets its own quick fix, the replacement of
+the name, built from the diagnostic's data without the model. "Repair this block" is
+offered on an explicit selection, as the quick fix of one of our diagnostics (or of a
 syntax error at the cursor the client has not been told about yet), or when the user asked
 (triggerKind Invoked); never on every line for the lightbulb. Listing the action is cheap
 (tree-sitter and the tokenizer, in a thread off the event loop); the model runs in resolve
@@ -20,7 +22,9 @@ from diffusion_core.engine import MAX_REPAIR_TOKENS
 from diffusion_core.sampler import Cancelled
 from lsp_server import diagnostics, jobs
 from lsp_server.blocks import Block, enclosing_block
+from lsp_server.edits import Edit
 from lsp_server.features import REPAIR_TITLE, REQUEST_FAILED
+from lsp_server.features.sync import yield_to_completion
 
 
 def echo(d: t.Diagnostic) -> t.Diagnostic:
@@ -67,8 +71,42 @@ def find_target(service, text: str, language: str, selection: tuple[int, int] | 
     return Target(start_line, end_line, has_error, tokens)
 
 
+def wanted(params: t.CodeActionParams, kind: t.CodeActionKind) -> bool:
+    """Whether the client's `only` filter lets actions of `kind` through."""
+    only = params.context.only
+    return not only or any(str(kind.value).startswith(str(getattr(o, "value", o))) for o in only)
+
+
+def name_fixes(ls, snap, params: t.CodeActionParams) -> list[t.CodeAction]:
+    """The quick fix of each DL003 diagnostic in the request: replace the name (one text
+    edit; nothing when the text under the range is no longer that name). No model."""
+    if not wanted(params, t.CodeActionKind.QuickFix):
+        return []
+    out = []
+    for d in params.context.diagnostics or []:
+        data = d.data if isinstance(d.data, dict) else {}
+        name, new = data.get("name"), data.get("replacement")
+        if d.source != diagnostics.SOURCE or d.code != diagnostics.NAME_CODE \
+                or not isinstance(name, str) or not isinstance(new, str) or not new.isidentifier():
+            continue
+        a = snap.offset(d.range.start.line, d.range.start.character, ls.encoding)
+        b = snap.offset(d.range.end.line, d.range.end.character, ls.encoding)
+        if snap.text[a:b] != name:
+            continue
+        out.append(t.CodeAction(
+            title=f"Replace {name!r} with {new!r}", kind=t.CodeActionKind.QuickFix,
+            is_preferred=True, diagnostics=[echo(d)],
+            edit=ls.workspace_edit(snap, [Edit(a, b, new)])))
+    return out
+
+
 async def code_actions(ls, params: t.CodeActionParams) -> list[t.CodeAction]:
     snap = ls.snapshot(params.text_document.uri)
+    return name_fixes(ls, snap, params) + await repair_actions(ls, snap, params)
+
+
+async def repair_actions(ls, snap, params: t.CodeActionParams) -> list[t.CodeAction]:
+    """"Repair this block", when the request calls for it."""
     if not ls.settings.enable_repair or ls.model_unavailable():
         return []
     r = params.range
@@ -82,8 +120,7 @@ async def code_actions(ls, params: t.CodeActionParams) -> list[t.CodeAction]:
     if r.start == r.end and not ours and not tg.has_error and not invoked:
         return []
     kind = t.CodeActionKind.QuickFix if tg.has_error else t.CodeActionKind.RefactorRewrite
-    only = params.context.only
-    if only and not any(str(kind.value).startswith(str(getattr(o, "value", o))) for o in only):
+    if not wanted(params, kind):
         return []
     fixes = [echo(d) for d in ours if tg.start_line <= d.range.start.line <= tg.end_line]
     action = t.CodeAction(
@@ -115,6 +152,7 @@ async def repair_edit(ls, uri: str, version: int | None, start_line: int,
     if ls.model_unavailable():
         raise JsonRpcException(code=REQUEST_FAILED, message=f"no model loaded: {ls.load_error}")
     rid = ls.protocol.msg_id
+    yield_to_completion(ls)  # the user waits for this one: DL003 jobs give way
 
     def job(token):
         service = ls.service

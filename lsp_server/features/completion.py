@@ -12,6 +12,7 @@ from pygls.exceptions import JsonRpcException
 from diffusion_core.sampler import Cancelled
 from lsp_server import jobs
 from lsp_server.features import REQUEST_FAILED
+from lsp_server.features.sync import yield_to_completion
 
 log = logging.getLogger("lsp_server")
 
@@ -47,6 +48,7 @@ async def complete(ls, uri: str, pos: t.Position, what: str, mode: str | None = 
         # One key per kind: automatic ghost text never supersedes a completion the user
         # asked for (or the other way round); a newer request of the same kind does.
         kind = "complete" if what == "completion" else "inline"
+        yield_to_completion(ls)  # a DL003 job in the worker never holds a completion up
         res = await ls.worker.run(job, key=(kind, uri), label=f"{what} [{rid}] {uri}")
     except asyncio.CancelledError:
         ls.metrics.cancelled += 1

@@ -7,6 +7,7 @@ from typing import Any
 
 from lsprotocol import types as t
 
+from lsp_server.features import sync
 from lsp_server.session import Session
 from lsp_server.settings import SECTION
 
@@ -37,10 +38,14 @@ def register(server) -> None:
             got = await ls.workspace_configuration_async(
                 t.ConfigurationParams(items=[t.ConfigurationItem(section=SECTION)]))
             data = got[0] if got else None
+        names_before = ls.settings.name_diagnostics
         reload, problems = ls.apply_settings(data)
         ls._pending_messages.extend((t.MessageType.Warning, p) for p in problems)
         ls.flush_messages()
         ls.log_line("info", f"settings: {ls.settings.to_json()}")
+        if reload or ls.settings.name_diagnostics != names_before:
+            # DL003 follows the setting, and another model decides afresh (queued after the load)
+            sync.refresh_all(ls, forget_decisions=reload)
         if reload:
             await ls.report_load(ls.start_load())
 

@@ -24,6 +24,7 @@ export const SERVER_SETTING_KEYS = [
   "enableCompletion",
   "enableInlineCompletion",
   "enableRepair",
+  "nameDiagnostics",
   "logLevel",
 ] as const;
 

@@ -33,6 +33,7 @@ M.SERVER_SETTING_KEYS = {
   'enableCompletion',
   'enableInlineCompletion',
   'enableRepair',
+  'nameDiagnostics',
   'logLevel',
 }
 
