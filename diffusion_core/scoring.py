@@ -19,6 +19,7 @@ import torch
 
 from diffusion_core.kv_cache import KVCache
 from diffusion_core.masks import causal_mask
+from diffusion_core.sampler import _check
 
 DEFAULT_BATCH = 8
 
@@ -152,7 +153,6 @@ def causal_sequence_scores(
     The prompt is encoded once (causal mask) into a cache that every variant reads;
     variants go through in batches, padded at the end (causal rows never see padding).
     `cancel`: checked before every forward pass (raises `sampler.Cancelled`)."""
-    from diffusion_core.sampler import _check
     if not model.cfg.has_causal_path:
         raise ValueError("causal scores need a model with a causal path (kind ar or joint)")
     if not prompt:

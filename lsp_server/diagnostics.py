@@ -13,12 +13,11 @@ The server maps `SyntaxDiagnostic` and `NameDiagnostic` to LSP types.
 from __future__ import annotations
 
 import asyncio
-import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lsp_server.blocks import PYTHON, find_blocks
-from lsp_server.check.names import NAME_THRESHOLD, NameUse, choose, misspelt_names
+from lsp_server.check.names import NAME_THRESHOLD, NameUse, choose, in_spans, misspelt_names
 from lsp_server.jobs import line_span
 from lsp_server.syntax import locate, offset_at, python_error
 
@@ -113,13 +112,7 @@ def name_sites(text: str, language: str) -> list[NameSite]:
         return []
     blocks = find_blocks(text, PYTHON, BLOCK_MAX_CHARS)
     spans = [line_span(text, b.start_line, b.end_line) for b in blocks]
-    starts = [sp[0] for sp in spans]
-    out = []
-    for use in uses:
-        i = bisect.bisect_right(starts, use.start) - 1
-        if i >= 0 and use.end <= spans[i][1]:
-            out.append(NameSite(use, *spans[i]))
-    return out[:MAX_NAMES]
+    return [NameSite(use, *spans[i]) for i, use in in_spans(uses, spans)][:MAX_NAMES]
 
 
 def name_decisions(model, text: str, sites: list[NameSite], known: dict[tuple, Decision],

@@ -24,7 +24,6 @@ name threshold; the block's DL002 fix, if any, takes precedence (one fix per blo
 
 from __future__ import annotations
 
-import bisect
 import codecs
 import errno
 import hashlib
@@ -39,7 +38,7 @@ from lsp_server.blocks import PYTHON, Block, find_blocks, language_of
 from lsp_server.check import build
 from lsp_server.check.findings import SUSPICIOUS_CODE, SYNTAX_ERROR, FileResult, Finding
 from lsp_server.check.fix import fixed_text
-from lsp_server.check.names import NAME_THRESHOLD, NameUse, misspelt_names
+from lsp_server.check.names import NAME_THRESHOLD, NameUse, in_spans, misspelt_names
 from lsp_server.check.repairer import Repairer
 from lsp_server.repair import Broken, repair_block
 from lsp_server.suspect import SCAN_LEVEL
@@ -281,11 +280,9 @@ def _flagged(repairer, text: str, spans, fitting: list[int], level: float) -> se
 
 def _names_by_block(text: str, spans, fits: set[int]) -> dict[int, list[NameUse]]:
     """DL003 candidates (`check.names`) by the fitting block that holds them."""
-    starts = [sp[0] for sp in spans]
     out: dict[int, list[NameUse]] = {}
-    for use in misspelt_names(text):
-        i = bisect.bisect_right(starts, use.start) - 1
-        if i in fits and use.end <= spans[i][1]:
+    for i, use in in_spans(misspelt_names(text), spans):
+        if i in fits:
             out.setdefault(i, []).append(use)
     return out
 

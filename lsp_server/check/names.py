@@ -19,6 +19,7 @@ name that the file also spells as a whole string (`_convert_('Options', ...)`,
 from __future__ import annotations
 
 import ast
+import bisect
 import builtins
 import math
 import re
@@ -125,6 +126,18 @@ def misspelt_names(source: str) -> list[NameUse]:
             continue  # a name spelt with escapes or NFKC-normalised: leave it alone
         out.append(NameUse(name, start, start + len(name), tuple(c for _, c in near)))
     out.sort(key=lambda u: u.start)
+    return out
+
+
+def in_spans(uses: list[NameUse], spans: list[tuple[int, int]]) -> list[tuple[int, NameUse]]:
+    """(index of the [start, end) span that wholly holds it, use) for each use inside one
+    of `spans` (sorted, not overlapping), in order; uses outside every span are left out."""
+    starts = [s for s, _ in spans]
+    out = []
+    for use in uses:
+        i = bisect.bisect_right(starts, use.start) - 1
+        if i >= 0 and use.end <= spans[i][1]:
+            out.append((i, use))
     return out
 
 
