@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from lsp_server.blocks import PYTHON, find_blocks
 from lsp_server.check.names import NAME_THRESHOLD, NameUse, choose, in_spans, misspelt_names
-from lsp_server.jobs import line_span
+from lsp_server.jobs import block_spans
 from lsp_server.syntax import locate, offset_at, python_error
 
 SOURCE = "diffusion-lsp"
@@ -53,7 +53,7 @@ def syntax_diagnostics(text: str, language: str) -> list[SyntaxDiagnostic]:
         return [SyntaxDiagnostic(a, max(a, offset_at(text, p.end_line, p.end_column)),
                                  f"syntax error: {p.message}", p.line, p.line)]
     blocks = find_blocks(text, PYTHON, BLOCK_MAX_CHARS)
-    spans = [line_span(text, b.start_line, b.end_line) for b in blocks]
+    spans = block_spans(text, blocks)
     _, located = locate(text, blocks, spans, limit=MAX_BROKEN)
     out = []
     for loc in located:
@@ -111,7 +111,7 @@ def name_sites(text: str, language: str) -> list[NameSite]:
     if not uses:
         return []
     blocks = find_blocks(text, PYTHON, BLOCK_MAX_CHARS)
-    spans = [line_span(text, b.start_line, b.end_line) for b in blocks]
+    spans = block_spans(text, blocks)
     return [NameSite(use, *spans[i]) for i, use in in_spans(uses, spans)][:MAX_NAMES]
 
 

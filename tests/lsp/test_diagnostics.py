@@ -117,6 +117,26 @@ async def test_syntax_diagnostics_one_per_broken_block():
     assert syntax_diagnostics(CLEAN, "python") == []
 
 
+async def test_one_diagnostics_pass_reads_the_line_table_once_per_text(monkeypatch):
+    """A pass over a document with many blocks builds its line table once, not once per
+    block: on a 2,000-line file (~300 blocks) that was ~1 s of held GIL at every pause in
+    typing, and completions queued behind it (issue 22)."""
+    from lsp_server import diagnostics, positions
+
+    calls = []
+    real = positions.line_starts
+
+    def counting(text):
+        calls.append(len(text))
+        return real(text)
+
+    monkeypatch.setattr(positions, "line_starts", counting)
+    text = "".join(f"def f{i}(x):\n    return x\n\n\n" for i in range(200)) + "def g(:\n    pass\n"
+    got, _sites = diagnostics.analyze(text, "python", True)
+    assert len(got) == 1
+    assert sum(n == len(text) for n in calls) <= 2
+
+
 async def test_debouncer_runs_only_the_last():
     runs = []
 
