@@ -1,6 +1,7 @@
 """The edit model as a scorer: how likely it finds a canvas clean, and what it would put
 in a masked slot. Used to rank repair candidates (the caller generates and verifies them).
-`causal_token_scores` is the causal path's view of a whole file (the cheap pass of `check`).
+`causal_token_scores` is the causal path's view of a whole file (the cheap pass of `check`);
+`causal_next_tokens` its proposals for every slot of a block from one forward pass.
 
 `canvas_scores`, `token_log_probs` and `slot_predictions` work on edit-mode canvases, as `sampler.repair_canvas` does: the block's tokens
 padded with `<eoi>` to a fixed `canvas_len`, after a context cache that ends with
@@ -104,7 +105,8 @@ class CausalScores:
 
 @torch.inference_mode()
 def causal_token_scores(
-    model, ids: list[int], *, prompt: list[int], window: int, stride: int
+    model, ids: list[int], *, prompt: list[int], window: int, stride: int,
+    ranges: list[tuple[int, int]] | None = None,
 ) -> CausalScores:
     """One causal pass over a long sequence, in windows: the cheap whole-file pass of
     `check` (a model with a causal path reads a file in ~len/stride forwards instead of one
@@ -113,6 +115,9 @@ def causal_token_scores(
     Window k scores ids[k*stride : (k+1)*stride] after up to `window - stride` earlier ids
     (so every token but the first `window - stride` sees at least that much of its left
     context), each window fed as `prompt + ids[start:end]` from position 0.
+    `ranges`: [i, j) index ranges of ids that are wanted (None: all); a window that scores
+    none of them is skipped and its tokens get -inf for both scores (`check --changed-since`
+    reads only the windows of the changed blocks).
     """
     if not model.cfg.has_causal_path:
         raise ValueError("causal scores need a model with a causal path (kind ar or joint)")
@@ -126,6 +131,10 @@ def causal_token_scores(
     left = window - stride
     for a in range(0, len(ids), stride):
         b = min(a + stride, len(ids))
+        if ranges is not None and not any(i < b and a < j for i, j in ranges):
+            own.extend([float("-inf")] * (b - a))
+            other.extend([float("-inf")] * (b - a))
+            continue
         start = max(0, a - left)
         seq = torch.tensor([*prompt, *ids[start:b]], device=device)  # (T,)
         t = seq.numel()
@@ -186,4 +195,42 @@ def causal_sequence_scores(
                 continue
             rest = lp[r, : len(q) - 1].gather(-1, x[r, 1 : len(q), None]).sum()
             out.append(float(first[q[0]] + rest))
+    return out
+
+
+@torch.inference_mode()
+def causal_next_tokens(
+    model, prompt: list[int], ids: list[int], slots: list[int], *, k: int,
+    exclude: tuple[int, ...] = (),
+) -> list[list[tuple[int, float]]]:
+    """For each slot j (0 <= j <= len(ids)): the `k` tokens the causal path finds most likely
+    right after prompt + ids[:j], with their log-probabilities, best first. One forward pass
+    over prompt + ids serves every slot (row len(prompt) + j - 1 predicts position j), so
+    proposing the token for an insertion or a replacement anywhere in a block costs one
+    forward, where a masked slot costs one canvas each (`slot_predictions`)."""
+    if not model.cfg.has_causal_path:
+        raise ValueError("causal predictions need a model with a causal path (kind ar or joint)")
+    if not prompt:
+        raise ValueError("the prompt must hold at least one token (it predicts ids[0])")
+    if any(not 0 <= j <= len(ids) for j in slots):
+        raise ValueError(f"slots must lie in [0, {len(ids)}]")
+    if not slots:
+        return []
+    device = next(model.parameters()).device
+    seq = torch.tensor([*prompt, *ids], device=device)  # (T,)
+    t = seq.numel()
+    rows = torch.tensor([len(prompt) + j - 1 for j in slots], device=device)  # (N,)
+    sel = torch.zeros(1, t, dtype=torch.bool, device=device)
+    sel[0, rows] = True
+    logits = model(seq[None], torch.arange(t, device=device)[None], causal_mask(t, device)[None],
+                   select=sel).logits.float()  # (R, V), R distinct rows in order
+    lp = torch.log_softmax(logits, dim=-1)
+    if exclude:
+        lp[:, list(exclude)] = float("-inf")
+    order = {r: i for i, r in enumerate(sorted(set(rows.tolist())))}
+    vals, idx = lp.topk(min(k, lp.shape[-1]), dim=-1)  # (R, k)
+    out = []
+    for r in rows.tolist():
+        v, tk = vals[order[r]].tolist(), idx[order[r]].tolist()
+        out.append([(a, b) for a, b in zip(tk, v, strict=True) if b > float("-inf")])
     return out

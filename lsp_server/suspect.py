@@ -24,6 +24,9 @@ Two passes, by what the model has:
   blocks the full repair would leave unchanged) but flags nearly every block of a weak
   model.
 
+Only the windows that score a token of the asked spans run (`check --changed-since` and
+`lines` ask for the changed blocks only).
+
 A token belongs to the block that holds its last character, so a token that spells a
 line break and the next line's indentation counts for the next line.
 """
@@ -64,17 +67,14 @@ def causal_flags(engine, text: str, spans: list[tuple[int, int]], level: float,
     from diffusion_core.scoring import causal_token_scores  # torch: only when scanning
 
     ids, offsets = engine.tokenizer.encode_offsets(text)
+    last = [end - 1 for _, end in offsets]  # code point of each token's last character
+    ranges = [(bisect.bisect_left(last, s), bisect.bisect_left(last, e)) for s, e in spans]
     window = max(8, engine.window.max_prefix)
     sp = engine.special
     scores = causal_token_scores(model or engine.model, ids, prompt=[sp.suf, sp.pre], window=window,
-                                 stride=max(1, int(window * SCAN_STRIDE)))
-    last = [end - 1 for _, end in offsets]  # code point of each token's last character
+                                 stride=max(1, int(window * SCAN_STRIDE)), ranges=ranges)
     limit = math.log(level)
-    flags = []
-    for s, e in spans:
-        i, j = bisect.bisect_left(last, s), bisect.bisect_left(last, e)
-        flags.append(any(x >= limit for x in scores.other[i:j]))
-    return flags
+    return [any(x >= limit for x in scores.other[i:j]) for i, j in ranges]
 
 
 def has_causal_scan(engine) -> bool:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diffusion_core.masks import causal_mask
-from diffusion_core.scoring import causal_sequence_scores, causal_token_scores
+from diffusion_core.scoring import causal_next_tokens, causal_sequence_scores, causal_token_scores
 from diffusion_core.testing import tiny_model, tiny_tokenizer
 
 
@@ -56,6 +56,33 @@ def test_windows_score_each_token_with_its_own_left_context(tok, joint):
     # the best other token is never the token itself, and the two cannot both be likely
     assert all(o <= torch.log1p(-torch.tensor(x).exp().clamp(max=1 - 1e-6)) + 1e-4
                for x, o in zip(got.own, got.other, strict=True))
+
+
+def test_ranges_skip_windows_but_not_the_scores_asked_for(tok, joint):
+    ids = tok.encode("import os\n\n\ndef walk(top):\n    for name in os.listdir(top):\n        yield name\n")
+    prompt = [tok.special.suf, tok.special.pre]
+    full = causal_token_scores(joint, ids, prompt=prompt, window=8, stride=5)
+    part = causal_token_scores(joint, ids, prompt=prompt, window=8, stride=5, ranges=[(11, 13)])
+    assert part.own[10:15] == pytest.approx(full.own[10:15], abs=1e-5)  # window [10, 15) ran
+    assert part.other[10:15] == pytest.approx(full.other[10:15], abs=1e-5)
+    skipped = [i for i in range(len(ids)) if not 10 <= i < 15]
+    assert skipped and all(part.own[i] == part.other[i] == float("-inf") for i in skipped)
+
+
+def test_next_tokens_are_the_causal_paths_top_k_at_each_slot(tok, joint):
+    prompt = [tok.special.suf, tok.special.pre] + tok.encode("x = 1\n")
+    ids = tok.encode("y = (x + 2\n")
+    slots = [0, 3, len(ids)]
+    got = causal_next_tokens(joint, prompt, ids, slots, k=3, exclude=(tok.special.mask,))
+    lp = _direct(joint, prompt + ids + [0])[len(prompt) - 1 :]  # row j predicts position j
+    for j, top in zip(slots, got, strict=True):
+        row = lp[j].clone()
+        row[tok.special.mask] = float("-inf")
+        vals, idx = row.topk(3)
+        assert [t for t, _ in top] == idx.tolist()
+        assert [v for _, v in top] == pytest.approx(vals.tolist(), abs=1e-4)
+    with pytest.raises(ValueError, match="slots"):
+        causal_next_tokens(joint, prompt, ids, [len(ids) + 1], k=2)
 
 
 def test_sequence_scores_are_sums_of_next_token_log_probs(tok, joint):
