@@ -92,9 +92,15 @@ _INDENT = re.compile(r"[ \t]*")
 
 
 def stub(block_text: str) -> str:
-    """A parseable stand-in for a broken block, at the indentation of its first code line."""
-    first = next((s for s in block_text.splitlines() if s.strip()), "")
-    return _INDENT.match(first).group(0) + "pass\n"
+    """A parseable stand-in for a broken block, at the indentation of its first code line,
+    that can also take an indented continuation: a broken block is often a header whose
+    body the block finder put in the next block (`def f()` without its colon, then the
+    body), and a bare `pass` made that body an "unexpected indent" error of its own."""
+    lines = [s for s in block_text.splitlines() if s.strip()]
+    first = _INDENT.match(lines[0]).group(0) if lines else ""
+    last = _INDENT.match(lines[-1]).group(0) if lines else ""
+    inner = last if len(last) > len(first) else first + "    "
+    return f"{first}if True:\n{inner}pass\n"
 
 
 @dataclass
@@ -107,15 +113,29 @@ class BlockSplice:
     broken: set[int]
 
     def assemble(self, i: int, own: str) -> str:
-        """The file with `own` for block i and stubs for the other broken blocks."""
+        """The file with `own` for block i and stubs for the other broken blocks (i = -1:
+        every broken block stubbed)."""
         parts, pos = [], 0
-        for j in sorted(self.broken | {i}):
+        for j in sorted(self.broken | ({i} if i >= 0 else set())):
             s, e = self.spans[j]
             parts.append(self.text[pos:s])
             parts.append(own if j == i else stub(self.text[s:e]))
             pos = e
         parts.append(self.text[pos:])
         return "".join(parts)
+
+    def original_offset(self, x: int) -> int | None:
+        """The offset in `text` of offset x of `assemble(-1, "")`; None inside a stub."""
+        shift = 0  # assembled offset minus original offset, so far
+        for j in sorted(self.broken):
+            s, e = self.spans[j]
+            if x < s + shift:
+                return x - shift
+            n = len(stub(self.text[s:e]))
+            if x < s + shift + n:
+                return None
+            shift += n - (e - s)
+        return x - shift
 
     def offset_of(self, i: int) -> int:
         """Where block i starts in `assemble(i, ...)` (stubs above it change lengths)."""
@@ -164,24 +184,34 @@ class Located:
 def locate(
     text: str, blocks, spans: list[tuple[int, int]], limit: int | None = None
 ) -> tuple[BlockSplice, list[Located]]:
-    """Every syntax error of a Python text, one per broken block: the blocks holding
-    CPython's error line or a tree-sitter ERROR/MISSING node that still fail with the other
-    broken blocks stubbed out (the first `limit` broken blocks only: each costs a parse).
-    A text that does not parse always gets at least one."""
-    from lsp_server.blocks import PYTHON, syntax_errors
+    """Every syntax error of a Python text, one per broken block, in CPython's order: the
+    block holding CPython's first error is broken; with it stubbed, CPython's next error
+    (if any) blames the next block; and so on (the first `limit` broken blocks only: each
+    costs a parse of the file). A text that does not parse always gets at least one.
 
+    Only CPython blames blocks. Tree-sitter's ERROR/MISSING nodes (which the repair uses
+    to focus inside a block) are not used here: after one missing colon its recovery can
+    flag blocks hundreds of lines further down, and stubbing those made the real fix fail
+    to parse (argparse.py with one colon dropped: 11 findings, none with a fix)."""
     whole = python_error(text)
     if whole is None:
         return BlockSplice(text, spans, set()), []
-    bad_lines = {whole.line}
-    for a, b in syntax_errors(text, PYTHON):
-        bad_lines.update(range(a, b + 1))
-    broken = {i for i, b in enumerate(blocks) if any(b.contains(ln) for ln in bad_lines)}
-    if not broken:  # CPython and tree-sitter disagree on where: take every flagged block
-        broken = {i for i, b in enumerate(blocks) if b.has_error}
+    broken: set[int] = set()
     splice = BlockSplice(text, spans, broken)
+    p = whole
+    while p is not None and (limit is None or len(broken) < limit):
+        at = splice.original_offset(offset_at(splice.assemble(-1, ""), p.line, p.column)
+                                    if broken else offset_at(text, p.line, p.column))
+        if at is None:
+            break  # the error is in a stub: the blocks around it do not stand alone
+        line = text.count("\n", 0, at)
+        hit = [i for i, b in enumerate(blocks) if b.contains(line) and i not in broken]
+        if not hit:
+            break
+        broken.add(hit[0])
+        p = python_error(splice.assemble(-1, ""))
     out = []
-    for i in sorted(broken)[:limit]:
+    for i in sorted(broken):
         s, e = spans[i]
         if not text[s:e].strip():
             continue
