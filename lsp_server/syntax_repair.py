@@ -8,11 +8,16 @@
    block) of the first syntax error that remains.
 2. Candidates: the edit model's own repair of the block (`Engine.repair`), plus every
    single-token edit near the error: deleting a token, inserting a token, replacing a
-   token, where the inserted or replacing token is one of the `k` the edit model finds
-   most likely in a masked slot at that place. No rule knows about colons or brackets:
-   the model fills the slots.
-3. Only candidates that parse are kept. When none does, the candidates that move the
-   first error furthest are edited once more (up to `rounds` edits).
+   token, where the inserted or replacing token is one the model proposes there: with a
+   causal path, the `CAUSAL_K` it finds most likely after the code before the slot (one
+   forward pass for every slot, `scoring.causal_next_tokens`), and the `TOP_K` the edit
+   model finds most likely in a masked slot (one canvas per slot); every word near the
+   error respelt as a vocabulary word one edit away (`near_words`: a misspelt keyword);
+   one-character edits inside tokens (`char_edits`: `))` is one token). No rule knows
+   about colons or brackets: the model fills the slots and supplies the characters.
+3. Only candidates that parse are kept, and none that writes a new '#' (`comments_out`:
+   it would parse by hiding code in a comment). When none does, the candidates that move
+   the first error furthest are edited once more (up to `rounds` edits).
 4. The parsing candidates are scored: by the causal path where the model has one (log p of
    the block and the next 32 tokens after the code above it, `Engine.rank_context`), else
    by the edit model (log p(canvas | canvas)); see `diffusion_core.scoring`. Among those
@@ -25,12 +30,20 @@ Nothing that does not parse is ever returned. No LSP types here.
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from diffusion_core.scoring import canvas_scores, causal_sequence_scores, slot_predictions
+from diffusion_core.scoring import (
+    canvas_scores,
+    causal_next_tokens,
+    causal_sequence_scores,
+    slot_predictions,
+)
+from lsp_server.check.names import edit_distance
 from lsp_server.edits import minimal_edits
 from lsp_server.repair import keep_line_ending
 
@@ -38,12 +51,17 @@ ErrorAt = Callable[[str], "int | None"]
 CancelFn = Callable[[], bool]
 
 TOP_K = 4  # tokens per masked slot
+CAUSAL_K = 8  # tokens per slot proposed by the causal path (one forward for all slots)
+USE_SLOTS = True  # masked-slot proposals (the edit model); the only ones without a causal path
+CHAR_EDITS = True  # one-character deletions and insertions around the error (`char_edits`)
 MARGIN = 2.0  # nats: candidates this close to the best count as equally likely
 MAX_SLOTS = 40  # token positions around the error that get edited
 ROUNDS = 2  # single-token edits applied in sequence at most
 BEAM = 3  # candidates carried into the next round
-MAX_SCORED = 24  # parsing candidates scored by the model (smallest edits first)
+MAX_SCORED = 32  # parsing candidates scored by the model (fewest edits, nearest the error first)
 CONTEXT_LINES = 1  # lines above and below the error's lines that are edited too
+NEAR_WORDS = 6  # words nearest the error that may be respelt as a near word of the vocabulary
+WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass
@@ -51,7 +69,8 @@ class Candidate:
     text: str
     source: str  # "model", "delete", "insert", "replace" (joined with "+" over rounds)
     edit_chars: int  # characters deleted or inserted by the whole edit
-    score: float = float("-inf")  # edit-model log-likelihood (comparable within one call)
+    score: float = float("-inf")
+    at: int = 0  # where the edit starts (characters into the block)  # edit-model log-likelihood (comparable within one call)
 
 
 @dataclass
@@ -67,6 +86,18 @@ class VerifiedRepair:
 
 def edit_size(old: str, new: str) -> int:
     return sum(max(e.end - e.start, len(e.new_text)) for e in minimal_edits(old, new))
+
+
+def comments_out(old: str, new: str) -> bool:
+    """Whether turning `old` into `new` writes a new '#': such a "repair" parses by hiding
+    code in a comment, so it is never offered (a product rule, like parsing)."""
+    return any(e.new_text.count("#") > old[e.start : e.end].count("#")
+               for e in minimal_edits(old, new))
+
+
+def edit_start(old: str, new: str) -> int:
+    edits = minimal_edits(old, new)
+    return edits[0].start if edits else 0
 
 
 def _token_starts(tokenizer, ids: list[int]) -> list[int]:
@@ -106,6 +137,67 @@ def _slots(tokenizer, ids: list[int], text: str, focus: list[tuple[int, int]]) -
     return sorted(picked[:MAX_SLOTS])
 
 
+def _deletions(w: str) -> set[str]:
+    return {w[:i] + w[i + 1 :] for i in range(len(w))}
+
+
+@functools.cache
+def _vocabulary_index(tokenizer) -> dict[str, frozenset[str]]:
+    """The whole words among the tokenizer's pieces (leading space dropped), indexed by
+    themselves and by each of their one-letter deletions (symmetric delete: two words one
+    edit apart share a key, adjacent transpositions included)."""
+    index: dict[str, set[str]] = {}
+    for piece in getattr(tokenizer, "pieces", ()):
+        w = piece.strip()
+        if len(w) >= 2 and WORD.fullmatch(w):
+            for key in _deletions(w) | {w}:
+                index.setdefault(key, set()).add(w)
+    return {k: frozenset(v) for k, v in index.items()}
+
+
+def near_words(tokenizer, text: str, focus: list[tuple[int, int]]) -> list[tuple[str, str]]:
+    """(text, "respell") for each word in the lines around `focus` (nearest the error first,
+    at most NEAR_WORDS) replaced by a word of the tokenizer's vocabulary one edit away
+    (adjacent transpositions count one): a misspelt keyword is one edit from a piece the
+    model reads as one token. The model ranks them with the other candidates."""
+    index = _vocabulary_index(tokenizer)
+    if not index:
+        return []
+    ranges = [_line_range(text, a, b, CONTEXT_LINES) for a, b in focus] or [(0, len(text))]
+    centre = focus[0][0] if focus else 0
+    words = [m for m in WORD.finditer(text)
+             if len(m.group()) >= 3 and any(lo <= m.start() < hi for lo, hi in ranges)]
+    words.sort(key=lambda m: abs(m.start() - centre))
+    out = []
+    for m in words[:NEAR_WORDS]:
+        w = m.group()
+        near = set().union(*(index.get(k, ()) for k in _deletions(w) | {w}))
+        for v in sorted(near):
+            if v != w and edit_distance(w, v, 1) == 1:
+                out.append((text[: m.start()] + v + text[m.end() :], "respell"))
+    return out
+
+
+def char_edits(text: str, focus: list[tuple[int, int]], alphabet: set[str]) -> list[tuple[str, str]]:
+    """Edits inside tokens, which token edits cannot make (`))` is one token, `"abc` may
+    be too): deleting one non-alphanumeric character on the lines around the error, and
+    inserting one character of `alphabet` (the non-alphanumeric characters of the tokens
+    the model proposed at the slots) anywhere on the error's own line."""
+    out: list[tuple[str, str]] = []
+    ranges = [_line_range(text, a, b, CONTEXT_LINES) for a, b in focus] or [(0, len(text))]
+    at: set[int] = set()
+    for lo, hi in ranges:
+        at.update(c for c in range(lo, hi) if not text[c].isalnum() and text[c] != "\n")
+    for c in sorted(at):
+        out.append((text[:c] + text[c + 1 :], "delete-char"))
+    chars = sorted(ch for ch in alphabet if not ch.isalnum() and ch != "\n")
+    lo, hi = _line_range(text, *focus[0], 0) if focus else (0, len(text))
+    for c in range(lo, hi):
+        for ch in chars:
+            out.append((text[:c] + ch + text[c:], "insert-char"))
+    return out
+
+
 class _Search:
     def __init__(self, engine, block: str, error_at: ErrorAt, cancel: CancelFn | None) -> None:
         self.engine = engine
@@ -134,11 +226,26 @@ class _Search:
         """(text, kind) of every single-token edit of `text` near `focus`."""
         ids = self.tok.encode(text)
         slots = _slots(self.tok, ids, text, focus)
-        mask, eoi = self.special.mask, self.special.eoi
         out: list[tuple[str, str]] = []
         for j in slots:
             if j < len(ids):
                 out.append((self.tok.decode(ids[:j] + ids[j + 1 :]), "delete"))
+        out.extend(near_words(self.tok, text, focus))
+        proposed: set[int] = set()  # every token proposed at some slot
+        if self.causal is not None:
+            out.extend(self._causal_neighbours(ids, slots, proposed))
+        if self.causal is None or USE_SLOTS:
+            out.extend(self._slot_neighbours(ids, slots, proposed))
+        if CHAR_EDITS:
+            out.extend(char_edits(text, focus, {c for t in proposed for c in self.tok.decode([t])}))
+        return out
+
+    def _slot_neighbours(self, ids: list[int], slots: list[int], proposed: set[int]
+                         ) -> list[tuple[str, str]]:
+        """Insertions and replacements whose token the edit model proposes for a masked
+        slot (one canvas per slot and kind)."""
+        mask, eoi = self.special.mask, self.special.eoi
+        out: list[tuple[str, str]] = []
         canvases, where, kinds = [], [], []
         for j in slots:
             canvases.append(ids[:j] + [mask] + ids[j:])
@@ -162,9 +269,31 @@ class _Search:
                     continue
                 new = canvas[:j] + [tok_id] + canvas[j + 1 :]
                 out.append((self.tok.decode(new), kind))
+                proposed.add(tok_id)
                 n += 1
                 if n >= TOP_K:
                     break
+        return out
+
+    def _causal_neighbours(self, ids: list[int], slots: list[int], proposed: set[int]
+                           ) -> list[tuple[str, str]]:
+        """Insertions and replacements whose token the causal path proposes: what it would
+        write at slot j after the code above and ids[:j] (one forward pass for all slots)."""
+        prompt, _tail = self.causal
+        self._cancelled()
+        preds = causal_next_tokens(
+            self.engine.model, prompt, ids, slots, k=CAUSAL_K + 1,
+            exclude=(self.special.eoi, self.special.pad, self.special.mask),
+        )
+        out: list[tuple[str, str]] = []
+        for j, top in zip(slots, preds, strict=True):
+            old = ids[j] if j < len(ids) else None
+            for tok_id, _lp in top[:CAUSAL_K]:
+                out.append((self.tok.decode(ids[:j] + [tok_id] + ids[j:]), "insert"))
+                proposed.add(tok_id)
+            for tok_id, _lp in [t for t in top if t[0] != old][:CAUSAL_K]:
+                if old is not None:
+                    out.append((self.tok.decode(ids[:j] + [tok_id] + ids[j + 1 :]), "replace"))
         return out
 
     def score(self, cands: list[Candidate]) -> None:
@@ -222,8 +351,8 @@ def verified_repair(
         if text == block:
             return -1
         err = s.check(text)
-        if err is None and text not in valid:
-            valid[text] = Candidate(text, source, edit_size(block, text))
+        if err is None and text not in valid and not comments_out(block, text):
+            valid[text] = Candidate(text, source, edit_size(block, text), at=edit_start(block, text))
         return err
 
     if use_model_proposal and not engine.is_ar:
@@ -262,9 +391,12 @@ def verified_repair(
         base_err = far
     res = VerifiedRepair(None, tried=len(s.seen), parsed=len(valid))
     if valid:
-        # the model's own proposal, then the smallest edits (in the order the slots ranked
-        # them): scoring is the expensive part when many edits parse
-        cands = sorted(valid.values(), key=lambda c: (c.source != "model", c.edit_chars))
+        # the model's own proposal, then the fewest edits, nearest the error first (a
+        # respelt keyword is one edit of two characters): scoring is the expensive part
+        # when many edits parse
+        centre = focus[0][0] if focus else 0
+        cands = sorted(valid.values(), key=lambda c: (c.source != "model", c.source.count("+"),
+                                                      abs(c.at - centre), c.edit_chars))
         cands = cands[:MAX_SCORED]
         s.score(cands)
         chosen, res.confidence = choose(cands)

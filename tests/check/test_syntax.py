@@ -98,6 +98,36 @@ def test_every_broken_block_is_reported_and_an_error_outside_blocks_too():
     assert [(f.rule_id, f.line, f.column) for f in out.findings] == [("DL001", 2, 1)]
 
 
+def test_a_stub_takes_the_body_the_block_finder_cut_off():
+    """`def f()` without its colon and its body in two blocks: stubbing the header must
+    not turn the body into an error of its own."""
+    text = "@dec\ndef f()\n    # a comment\n\n    return 1\n"
+    spans = [(0, 30), (30, len(text))]
+    sp = BlockSplice(text, spans, {0})
+    assert sp.own_error(1) is None  # with the header stubbed, the body parses
+    assert sp.validator(0)("@dec\ndef f():\n    # a comment\n")
+
+
+def test_only_cpython_blames_blocks_one_missing_colon_is_one_finding_with_its_fix():
+    """argparse.py (the running Python's own) with one colon dropped: tree-sitter's
+    recovery flags blocks 460+ lines further down; blaming (and stubbing) those gave 11
+    findings, none with a fix. CPython's error alone: one finding, and the planted fix
+    (the colon back) parses with nothing else stubbed."""
+    import argparse
+
+    src = Path(argparse.__file__).read_text(encoding="utf-8")
+    at = src.index(":", src.index("    def format_help(self):"))
+    text = src[:at] + src[at + 1 :]
+    line = src.count("\n", 0, at) + 1
+    fix = PlantedRepairer(plants=(("def format_help(self)\n", "def format_help(self):\n", 0.99),))
+    out = check_text(text, "argparse.py", "python", fix, 0.9)
+    dl001 = [f for f in out.findings if f.rule_id == "DL001"]
+    assert [(f.line, f.has_fix) for f in dl001] == [(line, True)]
+    two = text.replace("def _dedent(self):", "def _dedent(self)", 1)  # a second, real error
+    out = check_text(two, "argparse.py", "python", PlantedRepairer(plants=()), 0.9)
+    assert len([f for f in out.findings if f.rule_id == "DL001"]) == 2
+
+
 def test_python_error_columns_count_code_points():
     p = python_error('é = "é" +\n')
     assert (p.line, p.column) == (0, 9) and p.message == "invalid syntax"
@@ -106,7 +136,7 @@ def test_python_error_columns_count_code_points():
 
 def test_splice_judges_one_block_with_the_others_stubbed():
     text = "def f(x)\n    return x\n\ndef g(:\n    pass\n"
-    spans = [(0, 20), (21, len(text))]
+    spans = [(0, 22), (22, len(text))]
     sp = BlockSplice(text, spans, {0, 1})
     assert sp.validator(0)("def f(x):\n    return x\n")
     assert not sp.validator(0)("def f(x)\n    return x\n")
@@ -183,6 +213,93 @@ def test_two_edits_when_one_is_not_enough(tiny_engine, monkeypatch):
                           use_model_proposal=False)
     assert res.text is not None and python_parses(res.text)
     assert res.source.count("+") == 1  # two single-token edits
+
+
+@pytest.fixture(scope="module")
+def tiny_joint_engine(tmp_path_factory):
+    from diffusion_core.engine import Engine
+
+    return Engine.from_path(make_tiny_model_dir(tmp_path_factory.mktemp("j") / "tiny", "joint"))
+
+
+def test_causal_path_proposes_the_token_of_every_slot_in_one_pass(tiny_joint_engine, monkeypatch):
+    """With a causal path, insertions and replacements also come from its next-token
+    predictions (planted here: ':' first), one call for all slots; the parser filters."""
+    tok = tiny_joint_engine.tokenizer
+    colon = tok.encode(":")
+    assert len(colon) == 1
+    calls = []
+
+    def planted(model, prompt, ids, slots, *, k, exclude=()):
+        calls.append(len(slots))
+        return [[(colon[0], -0.1)] for _ in slots]
+
+    monkeypatch.setattr(syntax_repair, "causal_next_tokens", planted)
+    monkeypatch.setattr(syntax_repair, "USE_SLOTS", False)  # the causal proposals alone
+    res = verified_repair(tiny_joint_engine, "", BAD, "", _error_at(BAD), [(8, 8)],
+                          use_model_proposal=False)
+    assert calls and calls[0] > 1  # every slot from one call
+    # the random network ranks them; the insertion is among the parsing candidates
+    assert "def f(x):\n    return x + 1\n" in [c.text for c in res.ranked]
+    assert res.text is not None and all(python_parses(c.text) for c in res.ranked)
+
+
+class _Pieces:
+    def __init__(self, pieces):
+        self.pieces = pieces
+
+
+def test_near_words_respell_a_word_as_a_vocabulary_word_one_edit_away():
+    tok = _Pieces([" return", "return", " retry", " x", "def", " if", " print"])
+    text = "def f(x):\n    retrun x\n"
+    got = {t for t, kind in syntax_repair.near_words(tok, text, [(14, 20)]) if kind == "respell"}
+    assert "def f(x):\n    return x\n" in got  # a transposition is one edit
+    assert "def f(x):\n    retry x\n" not in got  # two edits away
+    assert all(t.count("\n") == 2 for t in got)
+    assert syntax_repair.near_words(_Pieces([]), text, [(14, 20)]) == []
+
+
+def test_a_repair_never_comments_code_out(tiny_joint_engine, monkeypatch):
+    assert syntax_repair.comments_out("x = (1\n", "x = #(1\n")
+    assert not syntax_repair.comments_out("x = (1  # one\n", "x = (1)  # one\n")
+    block = "print(1))\n"
+    assert _error_at(block)("print(1)#)\n") is None  # it would parse
+    hash_id = tiny_joint_engine.tokenizer.encode("#")
+    assert len(hash_id) == 1
+    monkeypatch.setattr(syntax_repair, "causal_next_tokens",  # '#' first everywhere
+                        lambda model, prompt, ids, slots, *, k, exclude=(): [[(hash_id[0], -0.1)] for _ in slots])
+    monkeypatch.setattr(syntax_repair, "USE_SLOTS", False)
+    res = verified_repair(tiny_joint_engine, "", block, "", _error_at(block), [(8, 9)],
+                          use_model_proposal=False)
+    assert res.ranked and all("#" not in c.text for c in res.ranked)
+
+
+def test_char_edits_split_tokens_the_token_edits_cannot():
+    text = "def f(x):\n    return (x))\n"
+    err = text.index("))") + 1
+    got = syntax_repair.char_edits(text, [(err, err + 1)], {")", ":", "a"})
+    texts = {t for t, _ in got}
+    assert "def f(x):\n    return (x)\n" in texts  # one ')' of the '))' token deleted
+    assert "def f(x):\n    return (x):)\n" in texts  # inserted inside a token
+    assert not any("a" in t.replace("return", "") for t in texts)  # letters: respelling's job
+    assert {k for _, k in got} == {"delete-char", "insert-char"}
+
+
+def test_a_misspelt_keyword_is_repaired_by_respelling(tiny_joint_engine, monkeypatch):
+    block = "def f(x):\n    retrun x\n"
+    monkeypatch.setattr(syntax_repair, "causal_next_tokens",
+                        lambda model, prompt, ids, slots, *, k, exclude=(): [[] for _ in slots])
+    monkeypatch.setattr(syntax_repair, "USE_SLOTS", False)
+    monkeypatch.setattr(tiny_joint_engine.tokenizer, "pieces",
+                        list(tiny_joint_engine.tokenizer.pieces) + [" return"])
+    syntax_repair._vocabulary_index.cache_clear()
+    try:
+        res = verified_repair(tiny_joint_engine, "", block, "", _error_at(block), [(14, 20)],
+                              use_model_proposal=False)
+    finally:
+        syntax_repair._vocabulary_index.cache_clear()
+    assert res.text == "def f(x):\n    return x\n"
+    assert res.source == "respell"
 
 
 def test_fixes_are_offered_only_when_together_they_make_the_file_parse():
