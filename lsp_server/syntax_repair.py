@@ -30,9 +30,7 @@ Nothing that does not parse is ever returned. No LSP types here.
 
 from __future__ import annotations
 
-import functools
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,9 +41,16 @@ from diffusion_core.scoring import (
     causal_sequence_scores,
     slot_predictions,
 )
-from lsp_server.check.names import edit_distance
-from lsp_server.edits import minimal_edits
 from lsp_server.repair import keep_line_ending
+from lsp_server.repair_edits import (
+    CONTEXT_LINES,
+    char_edits,
+    comments_out,
+    edit_size,
+    edit_start,
+    line_range,
+    near_words,
+)
 
 ErrorAt = Callable[[str], "int | None"]
 CancelFn = Callable[[], bool]
@@ -58,10 +63,7 @@ MARGIN = 2.0  # nats: candidates this close to the best count as equally likely
 MAX_SLOTS = 40  # token positions around the error that get edited
 ROUNDS = 2  # single-token edits applied in sequence at most
 BEAM = 3  # candidates carried into the next round
-MAX_SCORED = 32  # parsing candidates scored by the model (fewest edits, nearest the error first)
-CONTEXT_LINES = 1  # lines above and below the error's lines that are edited too
-NEAR_WORDS = 6  # words nearest the error that may be respelt as a near word of the vocabulary
-WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_SCORED = 64  # parsing candidates scored by the model (fewest edits, nearest the error first)
 
 
 @dataclass
@@ -84,22 +86,6 @@ class VerifiedRepair:
     ranked: list[Candidate] = field(default_factory=list)  # parsing candidates, best first
 
 
-def edit_size(old: str, new: str) -> int:
-    return sum(max(e.end - e.start, len(e.new_text)) for e in minimal_edits(old, new))
-
-
-def comments_out(old: str, new: str) -> bool:
-    """Whether turning `old` into `new` writes a new '#': such a "repair" parses by hiding
-    code in a comment, so it is never offered (a product rule, like parsing)."""
-    return any(e.new_text.count("#") > old[e.start : e.end].count("#")
-               for e in minimal_edits(old, new))
-
-
-def edit_start(old: str, new: str) -> int:
-    edits = minimal_edits(old, new)
-    return edits[0].start if edits else 0
-
-
 def _token_starts(tokenizer, ids: list[int]) -> list[int]:
     """Character offset where each token starts (approximate inside multi-byte characters)."""
     starts, prev = [], 0
@@ -110,92 +96,15 @@ def _token_starts(tokenizer, ids: list[int]) -> list[int]:
     return starts
 
 
-def _line_range(text: str, a: int, b: int, extra: int) -> tuple[int, int]:
-    """[a, b) widened to whole lines, plus `extra` lines above and below."""
-    lo = text.rfind("\n", 0, a)
-    for _ in range(extra):
-        if lo <= 0:
-            break
-        lo = text.rfind("\n", 0, lo)
-    lo = lo + 1
-    hi = text.find("\n", b)
-    for _ in range(extra):
-        if hi < 0:
-            break
-        hi = text.find("\n", hi + 1)
-    return lo, len(text) if hi < 0 else hi + 1
-
-
 def _slots(tokenizer, ids: list[int], text: str, focus: list[tuple[int, int]]) -> list[int]:
     """Token indices (0..len(ids)) whose text lies in the lines around `focus`, nearest to
     the error first, at most MAX_SLOTS."""
     starts = _token_starts(tokenizer, ids)
-    ranges = [_line_range(text, a, b, CONTEXT_LINES) for a, b in focus] or [(0, len(text))]
+    ranges = [line_range(text, a, b, CONTEXT_LINES) for a, b in focus] or [(0, len(text))]
     centre = focus[0][0] if focus else 0
     picked = [j for j in range(len(ids) + 1) if any(lo <= starts[j] <= hi for lo, hi in ranges)]
     picked.sort(key=lambda j: abs(starts[j] - centre))
     return sorted(picked[:MAX_SLOTS])
-
-
-def _deletions(w: str) -> set[str]:
-    return {w[:i] + w[i + 1 :] for i in range(len(w))}
-
-
-@functools.cache
-def _vocabulary_index(tokenizer) -> dict[str, frozenset[str]]:
-    """The whole words among the tokenizer's pieces (leading space dropped), indexed by
-    themselves and by each of their one-letter deletions (symmetric delete: two words one
-    edit apart share a key, adjacent transpositions included)."""
-    index: dict[str, set[str]] = {}
-    for piece in getattr(tokenizer, "pieces", ()):
-        w = piece.strip()
-        if len(w) >= 2 and WORD.fullmatch(w):
-            for key in _deletions(w) | {w}:
-                index.setdefault(key, set()).add(w)
-    return {k: frozenset(v) for k, v in index.items()}
-
-
-def near_words(tokenizer, text: str, focus: list[tuple[int, int]]) -> list[tuple[str, str]]:
-    """(text, "respell") for each word in the lines around `focus` (nearest the error first,
-    at most NEAR_WORDS) replaced by a word of the tokenizer's vocabulary one edit away
-    (adjacent transpositions count one): a misspelt keyword is one edit from a piece the
-    model reads as one token. The model ranks them with the other candidates."""
-    index = _vocabulary_index(tokenizer)
-    if not index:
-        return []
-    ranges = [_line_range(text, a, b, CONTEXT_LINES) for a, b in focus] or [(0, len(text))]
-    centre = focus[0][0] if focus else 0
-    words = [m for m in WORD.finditer(text)
-             if len(m.group()) >= 3 and any(lo <= m.start() < hi for lo, hi in ranges)]
-    words.sort(key=lambda m: abs(m.start() - centre))
-    out = []
-    for m in words[:NEAR_WORDS]:
-        w = m.group()
-        near = set().union(*(index.get(k, ()) for k in _deletions(w) | {w}))
-        for v in sorted(near):
-            if v != w and edit_distance(w, v, 1) == 1:
-                out.append((text[: m.start()] + v + text[m.end() :], "respell"))
-    return out
-
-
-def char_edits(text: str, focus: list[tuple[int, int]], alphabet: set[str]) -> list[tuple[str, str]]:
-    """Edits inside tokens, which token edits cannot make (`))` is one token, `"abc` may
-    be too): deleting one non-alphanumeric character on the lines around the error, and
-    inserting one character of `alphabet` (the non-alphanumeric characters of the tokens
-    the model proposed at the slots) anywhere on the error's own line."""
-    out: list[tuple[str, str]] = []
-    ranges = [_line_range(text, a, b, CONTEXT_LINES) for a, b in focus] or [(0, len(text))]
-    at: set[int] = set()
-    for lo, hi in ranges:
-        at.update(c for c in range(lo, hi) if not text[c].isalnum() and text[c] != "\n")
-    for c in sorted(at):
-        out.append((text[:c] + text[c + 1 :], "delete-char"))
-    chars = sorted(ch for ch in alphabet if not ch.isalnum() and ch != "\n")
-    lo, hi = _line_range(text, *focus[0], 0) if focus else (0, len(text))
-    for c in range(lo, hi):
-        for ch in chars:
-            out.append((text[:c] + ch + text[c:], "insert-char"))
-    return out
 
 
 class _Search:
@@ -322,6 +231,19 @@ def choose(cands: list[Candidate], margin: float = MARGIN) -> tuple[Candidate, f
     return chosen, math.exp(chosen.score - top) / mass
 
 
+def _rank(s: _Search, valid: list[Candidate], focus, res: VerifiedRepair) -> None:
+    """Score the parsing candidates and fill `res` with the chosen one. The model's own
+    proposal goes first, then the fewest edits, nearest the error first (a respelt keyword
+    is one edit of two characters): scoring is the expensive part when many edits parse."""
+    centre = focus[0][0] if focus else 0
+    cands = sorted(valid, key=lambda c: (c.source != "model", c.source.count("+"),
+                                         abs(c.at - centre), c.edit_chars))[:MAX_SCORED]
+    s.score(cands)
+    chosen, res.confidence = choose(cands)
+    res.text, res.source = chosen.text, chosen.source
+    res.ranked = sorted(cands, key=lambda c: -c.score)
+
+
 def verified_repair(
     engine,
     prefix: str,
@@ -391,16 +313,6 @@ def verified_repair(
         base_err = far
     res = VerifiedRepair(None, tried=len(s.seen), parsed=len(valid))
     if valid:
-        # the model's own proposal, then the fewest edits, nearest the error first (a
-        # respelt keyword is one edit of two characters): scoring is the expensive part
-        # when many edits parse
-        centre = focus[0][0] if focus else 0
-        cands = sorted(valid.values(), key=lambda c: (c.source != "model", c.source.count("+"),
-                                                      abs(c.at - centre), c.edit_chars))
-        cands = cands[:MAX_SCORED]
-        s.score(cands)
-        chosen, res.confidence = choose(cands)
-        res.text, res.source = chosen.text, chosen.source
-        res.ranked = sorted(cands, key=lambda c: -c.score)
+        _rank(s, list(valid.values()), focus, res)
     res.seconds = time.perf_counter() - t0
     return res

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from diffusion_core.testing import make_tiny_model_dir
-from lsp_server import syntax_repair
+from lsp_server import repair_edits, syntax_repair
 from lsp_server.check.analyze import check_text
 from lsp_server.syntax import BlockSplice, offset_at, python_error, python_parses
 from lsp_server.syntax_repair import Candidate, choose, verified_repair
@@ -252,16 +252,16 @@ class _Pieces:
 def test_near_words_respell_a_word_as_a_vocabulary_word_one_edit_away():
     tok = _Pieces([" return", "return", " retry", " x", "def", " if", " print"])
     text = "def f(x):\n    retrun x\n"
-    got = {t for t, kind in syntax_repair.near_words(tok, text, [(14, 20)]) if kind == "respell"}
+    got = {t for t, kind in repair_edits.near_words(tok, text, [(14, 20)]) if kind == "respell"}
     assert "def f(x):\n    return x\n" in got  # a transposition is one edit
     assert "def f(x):\n    retry x\n" not in got  # two edits away
     assert all(t.count("\n") == 2 for t in got)
-    assert syntax_repair.near_words(_Pieces([]), text, [(14, 20)]) == []
+    assert repair_edits.near_words(_Pieces([]), text, [(14, 20)]) == []
 
 
 def test_a_repair_never_comments_code_out(tiny_joint_engine, monkeypatch):
-    assert syntax_repair.comments_out("x = (1\n", "x = #(1\n")
-    assert not syntax_repair.comments_out("x = (1  # one\n", "x = (1)  # one\n")
+    assert repair_edits.comments_out("x = (1\n", "x = #(1\n")
+    assert not repair_edits.comments_out("x = (1  # one\n", "x = (1)  # one\n")
     block = "print(1))\n"
     assert _error_at(block)("print(1)#)\n") is None  # it would parse
     hash_id = tiny_joint_engine.tokenizer.encode("#")
@@ -277,7 +277,7 @@ def test_a_repair_never_comments_code_out(tiny_joint_engine, monkeypatch):
 def test_char_edits_split_tokens_the_token_edits_cannot():
     text = "def f(x):\n    return (x))\n"
     err = text.index("))") + 1
-    got = syntax_repair.char_edits(text, [(err, err + 1)], {")", ":", "a"})
+    got = repair_edits.char_edits(text, [(err, err + 1)], {")", ":", "a"})
     texts = {t for t, _ in got}
     assert "def f(x):\n    return (x)\n" in texts  # one ')' of the '))' token deleted
     assert "def f(x):\n    return (x):)\n" in texts  # inserted inside a token
@@ -292,12 +292,12 @@ def test_a_misspelt_keyword_is_repaired_by_respelling(tiny_joint_engine, monkeyp
     monkeypatch.setattr(syntax_repair, "USE_SLOTS", False)
     monkeypatch.setattr(tiny_joint_engine.tokenizer, "pieces",
                         list(tiny_joint_engine.tokenizer.pieces) + [" return"])
-    syntax_repair._vocabulary_index.cache_clear()
+    repair_edits._vocabulary_index.cache_clear()
     try:
         res = verified_repair(tiny_joint_engine, "", block, "", _error_at(block), [(14, 20)],
                               use_model_proposal=False)
     finally:
-        syntax_repair._vocabulary_index.cache_clear()
+        repair_edits._vocabulary_index.cache_clear()
     assert res.text == "def f(x):\n    return x\n"
     assert res.source == "respell"
 
