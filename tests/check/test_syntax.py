@@ -157,6 +157,21 @@ def test_choose_smallest_edit_among_the_most_likely():
     assert chosen is b
 
 
+def test_a_token_deletion_pays_for_the_code_it_removes():
+    """log p favours shorter texts: deleting a word of code (score -10) must not beat
+    inserting the missing ',' (-12.5) just by being shorter."""
+    class Scored:
+        def score(self, cands):
+            for c in cands:
+                c.score = {"delete": -10.0, "insert": -12.5}[c.source]
+
+    cands = [Candidate("f(a b)", "delete", 3, at=4), Candidate("f(a, b, c)", "insert", 1, at=3)]
+    res = syntax_repair.VerifiedRepair(None)
+    syntax_repair._rank(Scored(), cands, [(3, 4)], res)
+    assert res.source == "insert"
+    assert [c.score for c in res.ranked] == [-12.5, -10.0 - 3 * syntax_repair.DELETE_COST]
+
+
 @pytest.fixture(scope="module")
 def tiny_engine(tmp_path_factory):
     from diffusion_core.engine import Engine
