@@ -22,15 +22,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from diffusion_core.config import ModelConfig, parameter_count
+from diffusion_core.errors import ModelLoadError  # noqa: F401 - re-exported
 from diffusion_core.model import CodeTransformer
 from diffusion_core.tokenizer import CodeTokenizer
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
-
-
-class ModelLoadError(RuntimeError):
-    """A model directory is missing, incomplete or does not match its config."""
 
 
 # JSON and tokenizer files of a model directory (Qwen's tokenizer.json is 7 MB).

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from diffusion_core.policy import DEFAULT_FALLBACK, Fallback
+# The sampler's fallback rule (`diffusion_core.policy`), named here so configs load without torch.
+Fallback = Literal["confident", "leftmost"]
+DEFAULT_FALLBACK: Fallback = "leftmost"
 
 ModelKind = Literal["diffusion", "ar", "joint"]
 # "auto": draft and verify for joint models, greedy for AR ones, the threshold sampler for

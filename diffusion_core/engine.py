@@ -18,6 +18,7 @@ import torch
 
 from diffusion_core.checkpoint import MAX_SMALL_FILE_BYTES, LoadedModel, read_regular
 from diffusion_core.config import SamplerConfig
+from diffusion_core.errors import MAX_REPAIR_TOKENS
 from diffusion_core.healing import Healing, TokenHealer
 from diffusion_core.kv_cache import KVCache
 from diffusion_core.layout import Window, build_context, reusable_prefix
@@ -33,9 +34,7 @@ from diffusion_core.sampler import (
 )
 from diffusion_core.speculative import DraftConfig, sample_draft_verify
 
-__all__ = ["Cancelled", "Engine", "InfillOutput", "RepairOutput"]
-
-MAX_REPAIR_TOKENS = 384
+__all__ = ["MAX_REPAIR_TOKENS", "Cancelled", "Engine", "InfillOutput", "RepairOutput"]
 
 
 RANK_TAIL = 32  # suffix tokens that score variants of a span (causal ranking)

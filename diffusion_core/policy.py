@@ -23,12 +23,9 @@ leftmost masked position of the block. Masked diffusion models otherwise commit 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-Fallback = Literal["confident", "leftmost"]
-DEFAULT_FALLBACK: Fallback = "leftmost"
+from diffusion_core.config import DEFAULT_FALLBACK, Fallback
 
 
 def commit_mask(

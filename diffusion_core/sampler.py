@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from diffusion_core.errors import Cancelled  # noqa: F401 - re-exported: sampler.Cancelled
 from diffusion_core.healing import HealingConstraint
 from diffusion_core.kv_cache import KVCache
 from diffusion_core.model import CodeTransformer
@@ -24,10 +25,6 @@ from diffusion_core.policy import DEFAULT_FALLBACK, Fallback, commit_mask
 
 CancelFn = Callable[[], bool]
 StepHook = Callable[[int, torch.Tensor], None]  # (block start position, block ids (B,))
-
-
-class Cancelled(Exception):  # noqa: N818 - reads as a state, like asyncio.CancelledError
-    """The caller's cancellation flag was set between two denoising steps."""
 
 
 @dataclass

@@ -47,6 +47,18 @@ def default_threads(env: dict[str, str]) -> int | None:
     return DEFAULT_THREADS
 
 
+def apply_threads(threads: int | None, env=os.environ) -> None:
+    """Use `threads` torch threads. torch is imported later, by the model loader in the
+    worker (so `initialize` is answered without waiting ~2-3 s for it), and reads
+    OMP_NUM_THREADS when it is; if it is loaded already, it is told directly."""
+    if not threads:
+        return
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    else:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+
+
 class _NotSentToClient(logging.Filter):
     """Over stdio the editor reads stderr and logs every line again (Neovim tags them ERROR):
     keep off stderr the lines that already reached it as window/logMessage."""
@@ -79,11 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.tcp:
         for handler in logging.getLogger().handlers:
             handler.addFilter(_NotSentToClient())
-    threads = args.threads or default_threads(dict(os.environ))
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    apply_threads(args.threads or default_threads(dict(os.environ)))
     from lsp_server.server import build_server
 
     base = Settings(model_path=args.model, device=args.device or "cpu", log_level=args.log_level)

@@ -9,11 +9,14 @@ completion modes and trimming, whole-line spans, and the syntax error a block ho
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from diffusion_core.engine import Engine
 from lsp_server.blocks import PYTHON, Block, syntax_errors
 from lsp_server.positions import LineIndex
 from lsp_server.repair import Broken
+
+if TYPE_CHECKING:  # the engine imports torch: the server loads it in the background
+    from diffusion_core.engine import Engine
 
 SINGLE = "single"
 MULTI = "multi"

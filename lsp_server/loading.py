@@ -12,15 +12,17 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types as t
 
-from diffusion_core.checkpoint import ModelLoadError
 from diffusion_core.config import SamplerConfig
-from diffusion_core.engine import Engine
+from diffusion_core.errors import ModelLoadError
 from lsp_server.service import Service
 from lsp_server.settings import SECTION, Settings, parse_settings
+
+if TYPE_CHECKING:  # the engine imports torch, which the loader thread imports
+    from diffusion_core.engine import Engine
 
 log = logging.getLogger("lsp_server")
 
@@ -112,7 +114,9 @@ class ModelHost:
         good model and then to a broken one left the good one serving under the broken
         one's name (and its error); the other order left a stale error. A superseded
         load returns None (and is skipped if it has not started)."""
-        import torch
+        import torch  # first import here, in the worker: `initialize` never waits for it
+
+        from diffusion_core.engine import Engine
 
         if gen != self._load_gen:
             return None

@@ -22,14 +22,18 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from diffusion_core.config import SamplerConfig
-from diffusion_core.engine import MAX_REPAIR_TOKENS, Engine
+from diffusion_core.errors import MAX_REPAIR_TOKENS
 from lsp_server import jobs
 from lsp_server.blocks import PYTHON, Block, enclosing_block
 from lsp_server.edits import Edit, minimal_edits, shift
 from lsp_server.positions import LineIndex
 from lsp_server.repair import Proposal, repair_block
+
+if TYPE_CHECKING:  # the engine imports torch: the server loads it in the background
+    from diffusion_core.engine import Engine
 
 CancelFn = Callable[[], bool]
 

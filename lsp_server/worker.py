@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from diffusion_core.sampler import Cancelled
+from diffusion_core.errors import Cancelled
 
 
 class CancelToken:

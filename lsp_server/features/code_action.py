@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from lsprotocol import types as t
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 
-from diffusion_core.checkpoint import ModelLoadError
-from diffusion_core.engine import MAX_REPAIR_TOKENS
-from diffusion_core.sampler import Cancelled
+from diffusion_core.errors import MAX_REPAIR_TOKENS, Cancelled, ModelLoadError
 from lsp_server import diagnostics, jobs
 from lsp_server.blocks import Block, enclosing_block
 from lsp_server.edits import Edit

@@ -9,7 +9,7 @@ import time
 from lsprotocol import types as t
 from pygls.exceptions import JsonRpcException
 
-from diffusion_core.sampler import Cancelled
+from diffusion_core.errors import Cancelled
 from lsp_server import jobs
 from lsp_server.features import REQUEST_FAILED
 from lsp_server.features.sync import yield_to_completion

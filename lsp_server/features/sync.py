@@ -17,7 +17,7 @@ import time
 
 from lsprotocol import types as t
 
-from diffusion_core.sampler import Cancelled
+from diffusion_core.errors import Cancelled
 from lsp_server import diagnostics, jobs
 from lsp_server.blocks import language_of
 from lsp_server.diagnostics import DocumentDiagnostics
