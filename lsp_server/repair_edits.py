@@ -3,7 +3,7 @@
 Edits that do not come from a token slot: a word respelt as a word of the tokenizer's
 vocabulary one edit away (`near_words`: a misspelt keyword), one-character edits inside
 tokens (`char_edits`: `))` is one token, so no token edit deletes one of its parens), and
-the measures the repair ranks and filters by (`edit_size`, `edit_start`, `comments_out`).
+the measures the repair ranks and filters by (`edit_size`, `comments_out`).
 No model and no LSP types here: the model supplies the characters and ranks the results.
 """
 
@@ -20,20 +20,17 @@ NEAR_WORDS = 6  # words nearest the error that may be respelt as a near word of 
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def edit_size(old: str, new: str) -> int:
-    return sum(max(e.end - e.start, len(e.new_text)) for e in minimal_edits(old, new))
+def edit_size(old: str, new: str, edits=None) -> int:
+    """Characters deleted or inserted (`edits`: `minimal_edits(old, new)` when known)."""
+    edits = minimal_edits(old, new) if edits is None else edits
+    return sum(max(e.end - e.start, len(e.new_text)) for e in edits)
 
 
-def comments_out(old: str, new: str) -> bool:
+def comments_out(old: str, new: str, edits=None) -> bool:
     """Whether turning `old` into `new` writes a new '#': such a "repair" parses by hiding
     code in a comment, so it is never offered (a product rule, like parsing)."""
-    return any(e.new_text.count("#") > old[e.start : e.end].count("#")
-               for e in minimal_edits(old, new))
-
-
-def edit_start(old: str, new: str) -> int:
-    edits = minimal_edits(old, new)
-    return edits[0].start if edits else 0
+    edits = minimal_edits(old, new) if edits is None else edits
+    return any(e.new_text.count("#") > old[e.start : e.end].count("#") for e in edits)
 
 
 def line_range(text: str, a: int, b: int, extra: int) -> tuple[int, int]:

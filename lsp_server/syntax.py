@@ -198,10 +198,9 @@ def locate(
         return BlockSplice(text, spans, set()), []
     broken: set[int] = set()
     splice = BlockSplice(text, spans, broken)
-    p = whole
+    p, assembled = whole, text  # the file with every broken block so far stubbed
     while p is not None and (limit is None or len(broken) < limit):
-        at = splice.original_offset(offset_at(splice.assemble(-1, ""), p.line, p.column)
-                                    if broken else offset_at(text, p.line, p.column))
+        at = splice.original_offset(offset_at(assembled, p.line, p.column))
         if at is None:
             break  # the error is in a stub: the blocks around it do not stand alone
         line = text.count("\n", 0, at)
@@ -209,7 +208,8 @@ def locate(
         if not hit:
             break
         broken.add(hit[0])
-        p = python_error(splice.assemble(-1, ""))
+        assembled = splice.assemble(-1, "")
+        p = python_error(assembled)
     out = []
     for i in sorted(broken):
         s, e = spans[i]

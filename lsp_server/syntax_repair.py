@@ -42,13 +42,13 @@ from diffusion_core.scoring import (
     causal_sequence_scores,
     slot_predictions,
 )
+from lsp_server.edits import minimal_edits
 from lsp_server.repair import keep_line_ending
 from lsp_server.repair_edits import (
     CONTEXT_LINES,
     char_edits,
     comments_out,
     edit_size,
-    edit_start,
     line_range,
     near_words,
 )
@@ -76,8 +76,8 @@ class Candidate:
     text: str
     source: str  # "model", "delete", "insert", "replace" (joined with "+" over rounds)
     edit_chars: int  # characters deleted or inserted by the whole edit
-    score: float = float("-inf")
-    at: int = 0  # where the edit starts (characters into the block)  # edit-model log-likelihood (comparable within one call)
+    score: float = float("-inf")  # the model's log-likelihood (comparable within one call)
+    at: int = 0  # where the edit starts (characters into the block)
 
 
 @dataclass
@@ -281,8 +281,11 @@ def verified_repair(
         if text == block:
             return -1
         err = s.check(text)
-        if err is None and text not in valid and not comments_out(block, text):
-            valid[text] = Candidate(text, source, edit_size(block, text), at=edit_start(block, text))
+        if err is None and text not in valid:
+            edits = minimal_edits(block, text)
+            if edits and not comments_out(block, text, edits):
+                valid[text] = Candidate(text, source, edit_size(block, text, edits),
+                                        at=edits[0].start)
         return err
 
     if use_model_proposal and not engine.is_ar:
