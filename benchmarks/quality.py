@@ -28,8 +28,12 @@ import torch
 from diffusion_core.data import is_heldout, list_source_files
 from diffusion_core.engine import Engine
 from diffusion_core.policy import Fallback
+from diffusion_core.sampler import StopRule
 from dlsp_benchmarks import humaneval
 from dlsp_benchmarks.check_quality import check_scores, neighbourhoods
+from lsp_server.settings import Settings
+
+MIN_PROBABILITY = Settings().min_probability  # where the server cuts a suggestion
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -134,10 +138,18 @@ def next_line_scores(engine: Engine, texts: list[str], n: int, rng: random.Rando
             "ms_per_line": ms / max(1, total)}
 
 
-def mid_line_scores(engine: Engine, texts: list[str], n: int, rng: random.Random) -> dict:
+def mid_line_scores(engine: Engine, texts: list[str], n: int, rng: random.Random,
+                    min_prob: float = MIN_PROBABILITY) -> dict:
     """Cursor at a random point inside a held-out line (past its indentation), the rest of
-    the file after that line as the suffix: the position of a completion while typing."""
+    the file after that line as the suffix: the position of a completion while typing.
+
+    Scored whole (to the end of the line) and as the server shows it (`shown_*`): cut where
+    the probability of the suggestion falls below `min_prob` (the server's `minProbability`).
+    The cut output is the whole one's prefix (`StopRule.min_prob`): one decoding gives both."""
     exact = useful = empty = total = 0
+    shown_exact = shown_useful = shown_empty = 0
+    rule = StopRule(-1, min_prob=min_prob)
+    sampler = engine.sampler.replace(min_prob=0.0)
     ms = 0.0
     for _ in range(n * 20):
         if total >= n:
@@ -152,16 +164,28 @@ def mid_line_scores(engine: Engine, texts: list[str], n: int, rng: random.Random
             continue
         cut = len(line) - len(body) + rng.randrange(0, len(body) - 1)
         truth = line[cut:]
-        out = engine.infill("".join(lines[:i]) + line[:cut], "\n" + "".join(lines[i + 1 :]),
-                            max_tokens=48, stop_at_newline=True)
-        shown = out.text.split("\n", 1)[0].rstrip()
+        prefix = "".join(lines[:i]) + line[:cut]
+        out = engine.infill(prefix, "\n" + "".join(lines[i + 1 :]), max_tokens=48, stop_at_newline=True,
+                            sampler=sampler)
+        whole = out.text.split("\n", 1)[0].rstrip()
+        k, _ = rule.confident(out.confidence, 1.0)
+        removed = engine.healing(prefix, sampler).removed
+        text = engine.tokenizer.decode(out.tokens[:k])
+        shown = (text[len(removed) :] if text.startswith(removed) else "").split("\n", 1)[0].rstrip()
         total += 1
-        exact += shown == truth.rstrip()
-        useful += bool(shown.strip()) and truth.startswith(shown)
-        empty += not shown.strip()
+        exact += whole == truth.rstrip()
+        useful += bool(whole.strip()) and truth.startswith(whole)
+        empty += not whole.strip()
+        shown_exact += shown == truth.rstrip()
+        shown_useful += bool(shown.strip()) and truth.startswith(shown)
+        shown_empty += not shown.strip()
         ms += out.total_ms
-    return {"positions": total, "exact_match": exact / max(1, total), "useful": useful / max(1, total),
-            "empty": empty / max(1, total), "ms_per_line": ms / max(1, total)}
+    d = max(1, total)
+    return {"positions": total, "min_prob": min_prob,
+            "exact_match": exact / d, "useful": useful / d, "empty": empty / d,
+            "shown_exact_match": shown_exact / d, "shown_useful": shown_useful / d,
+            "shown_empty": shown_empty / d,
+            "ms_per_line": ms / d}
 
 
 def functions(texts: list[str], max_lines: int = 25) -> list[tuple[str, str, str]]:
@@ -291,6 +315,9 @@ def table(report: dict) -> str:
         ("held-out next-line exact match", ("next_line", "exact_match")),
         ("held-out mid-line: rest of line exact", ("mid_line", "exact_match")),
         ("held-out mid-line: useful (a start of the rest)", ("mid_line", "useful")),
+        ("mid-line as shown (cut at minProbability): exact", ("mid_line", "shown_exact_match")),
+        ("mid-line as shown: useful", ("mid_line", "shown_useful")),
+        ("mid-line as shown: empty", ("mid_line", "shown_empty")),
         ("repair: 1-3 token edits restored", ("repair", "token_edits_restored")),
         ("repair: clean code left unchanged", ("repair", "clean_code_left_unchanged")),
         ("repair: syntax error fixed exactly", ("repair", "syntax_errors_fixed_exactly")),

@@ -151,6 +151,9 @@ class SamplerConfig:
     draft_masks: int = 4
     draft_max: int = 5
     draft_source: DraftSource = "ngram"
+    # Stop where the probability of the whole output falls below this (`StopRule.min_prob`);
+    # 0 = never. The server sets it for suggestions (its `minProbability` setting).
+    min_prob: float = 0.0
     repair_steps: int = 6
     repair_threshold: float = 0.5
     repair_slack: float = 0.25  # extra canvas room for insertions, as a share of the block
@@ -173,6 +176,8 @@ class SamplerConfig:
             raise ValueError(f"draft_source must be one of {get_args(DraftSource)}, got {self.draft_source!r}")
         if not 0 <= self.draft_masks <= 64 or not 0 <= self.draft_max <= 64:
             raise ValueError("draft_masks and draft_max must be in 0..64")
+        if not 0.0 <= self.min_prob <= 1.0:
+            raise ValueError(f"min_prob must be in [0, 1], got {self.min_prob}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if not 0.0 <= self.repair_threshold <= 1.0:

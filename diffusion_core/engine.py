@@ -218,7 +218,7 @@ class Engine:
         t_enc = time.perf_counter()
         ctx_cache = encode(self.model, target, b, cache, cancel)
         enc_ms = (time.perf_counter() - t_enc) * 1000
-        stop = StopRule(self.special.eoi, self.tokenizer.newline_ids, stop_at_newline)
+        stop = StopRule(self.special.eoi, self.tokenizer.newline_ids, stop_at_newline, sc.min_prob)
         n = max_tokens or sc.max_tokens
         deadline = t0 + sc.budget_ms / 1000 if sc.budget_ms > 0 else None
         if decoder == "greedy":

@@ -143,6 +143,8 @@ def sample_draft_verify(
     device = next(model.parameters()).device
     stats = SampleStats()
     out: list[int] = []
+    conf: list[float] = []  # the causal path's probability of each committed token
+    p_out = 1.0  # probability of everything returned (`StopRule.min_prob`)
     pending = [last_token]
     proposal: list[int] = []  # draft for the positions right after `pending`
     use_masks = draft.uses_masks and model.cfg.has_mask_path
@@ -175,6 +177,7 @@ def sample_draft_verify(
         while a < m and proposal[a] == ar_pred[a]:
             a += 1
         committed = [*proposal[:a], ar_pred[a]]
+        probs = ar_logits[: a + 1].softmax(dim=-1).amax(dim=-1).tolist()  # (a + 1,): greedy picks
         inside = False  # the token only spells line breaks of the healed prefix
         if allowed is not None:
             inside = healing.advance(committed[0])
@@ -184,8 +187,11 @@ def sample_draft_verify(
         cache = cache.extend(_slice_kv(o.kv, p + a))  # pending + accepted: right prefix, causal
         kept, stopped = stop.cut(committed, skip=int(inside))
         kept = kept[:left]
-        out.extend(kept)
-        stats.tokens_per_step.append(len(kept))
+        n_sure, p_out = stop.confident(probs[: len(kept)], p_out)
+        stopped = stopped or n_sure < len(kept)
+        out.extend(kept[:n_sure])
+        conf.extend(probs[:n_sure])
+        stats.tokens_per_step.append(n_sure)
         stats.step_ms.append((time.perf_counter() - t0) * 1000)
         if stopped or len(out) >= max_tokens:
             break
@@ -201,4 +207,4 @@ def sample_draft_verify(
             lookup = ngrams.draft(draft.max_draft)
             if lookup:  # "both": the document's continuation first, else the diffusion draft
                 proposal = lookup
-    return SampleResult(out[:max_tokens], stats, cache)
+    return SampleResult(out[:max_tokens], stats, cache, conf[:max_tokens])

@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 from lsp_server.positions import UTF32, LineIndex
+from lsp_server.settings import Settings
 
+MIN_PROBABILITY = Settings().min_probability
 LINES_NOTE = "lines are 1-based (--line 12 is the 12th line); --character is 0-based, in code points"
 
 
@@ -40,6 +42,10 @@ def add_complete_arguments(p: argparse.ArgumentParser) -> None:
                    help="tokens per denoising block (default: the model's trained block size, else 32)")
     p.add_argument("--budget-ms", type=float, default=None,
                    help="time budget in ms; when it runs out, print the part decided so far")
+    p.add_argument("--min-probability", type=float, default=MIN_PROBABILITY, metavar="P",
+                   help="stop where the model's probability of the whole suggestion falls below P, "
+                        f"as the server does (default {MIN_PROBABILITY}, the server's minProbability; "
+                        "0: run to the end of the line or --max-tokens)")
     p.add_argument("--no-token-healing", dest="heal", action="store_false",
                    help="continue from the cursor's exact token split instead of letting the model "
                         "rewrite the word the cursor is in (token healing, the default)")
@@ -134,6 +140,7 @@ def run_complete(args: argparse.Namespace) -> int:
     offset = index.offset(line, character, UTF32)
     engine = _engine(args, max_tokens=args.max_tokens, threshold=args.threshold,
                      block_size=args.block_size, budget_ms=args.budget_ms, heal=args.heal,
+                     min_prob=args.min_probability,
                      decoder=args.decoder)
     mode = None if args.mode == "auto" else args.mode
     res = Service(engine).complete(text, offset, mode=mode)

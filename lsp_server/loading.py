@@ -76,6 +76,7 @@ class ModelHost:
         # blockSize 0 (the default): the model's trained block size (Engine.default_block_size)
         return base.replace(block_size=s.block_size or base.block_size, threshold=s.threshold,
                             max_tokens=s.max_tokens, budget_ms=s.latency_budget_ms,
+                            min_prob=s.min_probability,
                             heal=s.token_healing)
 
     def _make_store(self, engine: Engine):

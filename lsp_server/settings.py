@@ -102,6 +102,8 @@ class Settings:
     threshold: float = _setting(0.9, _float_in(0.0, 1.0))
     max_tokens: int = _setting(64, _int_in(1, 8192))
     latency_budget_ms: float = _setting(0.0, _float_in(0.0, 60_000.0))  # 0: no budget
+    # a suggestion stops where the model's probability of it falls below this (0: never)
+    min_probability: float = _setting(0.1, _float_in(0.0, 1.0))
     token_healing: bool = _setting(True, _bool)
     cache_budget_mb: float = _setting(256.0, _float_in(0.0, 1 << 20))
     cache_dir: str | None = _setting(None, _opt_str)  # None: no spill to disk

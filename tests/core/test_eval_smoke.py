@@ -53,6 +53,9 @@ def test_ar_alone_then_merged_beside_the_diffusion_model(setup):
     assert ar_report["models"]["ar"]["next_line"]["positions"] == 3
     mid = ar_report["models"]["ar"]["mid_line"]
     assert mid["positions"] == 4 and 0 <= mid["exact_match"] <= mid["useful"] + mid["empty"] <= 1
+    # as the server shows it: cut at minProbability, a prefix of the whole suggestion
+    assert mid["min_prob"] == 0.1 and mid["empty"] <= mid["shown_empty"] <= 1
+    assert 0 <= mid["shown_exact_match"] <= mid["shown_useful"] + mid["shown_empty"] <= 1
     assert ar_report["sampler"]["token_healing"] is True
     assert _eval(src, diffusion, "--merge", str(d / "ar.json"), "--json", str(d / "both.json"),
                  "--markdown", str(d / "both.md"), "--fallback", "confident", "--no-token-healing") == 0

@@ -159,3 +159,48 @@ def test_decoder_choice_is_checked_against_the_model_kind():
         sc.replace(decoder="threshold").decoder_for("ar")
     with pytest.raises(ValueError, match="decoder"):
         SamplerConfig(decoder="beam")
+
+
+def _cut_at(conf, k):
+    """A min_prob that keeps exactly the first k tokens of an output with confidences conf."""
+    p = 1.0
+    for c in conf[:k]:
+        p *= c
+    return p * (1 + conf[k]) / 2  # between the probability of k and of k + 1 tokens
+
+
+@pytest.mark.parametrize("cfg", CONFIGS[:3], ids=lambda c: f"{c.source}-m{c.masks}-d{c.max_draft}")
+def test_min_prob_stops_where_the_output_becomes_unlikely(joint64, tok, cfg):
+    ctx = _ids(tok, 24, 5)
+    ref = _greedy(joint64, ctx, 24)
+    # the confidences are the causal path's probabilities of the greedy tokens
+    full = joint64(torch.tensor([ctx + ref.tokens]), torch.arange(len(ctx) + len(ref.tokens))[None], None, None)
+    probs = full.logits[0, len(ctx) - 1 : -1].softmax(-1)  # (24, V)
+    expected = probs.max(-1).values.tolist()
+    assert ref.tokens == probs.argmax(-1).tolist()
+    assert ref.confidence == pytest.approx(expected, rel=1e-4)
+    got = _dv(joint64, tok, ctx, 24, cfg)
+    assert got.confidence == pytest.approx(expected, rel=1e-4)
+    for k in (0, 3, 7):
+        stop = StopRule(eoi_id=-1, min_prob=_cut_at(expected, k))
+        assert _greedy(joint64, ctx, 24, stop).tokens == ref.tokens[:k]
+        cut = _dv(joint64, tok, ctx, 24, cfg, stop=stop)
+        assert cut.tokens == ref.tokens[:k] and cut.stats.tokens == k
+
+
+def test_min_prob_cuts_the_threshold_decoder_to_a_prefix(joint64, tok):
+    from diffusion_core.sampler import sample_blocks
+
+    ctx = _ids(tok, 24, 6)
+    kw = dict(block_size=8, threshold=0.9, max_tokens=24, mask_id=tok.special.mask)
+    ref = sample_blocks(joint64, encode(joint64, ctx, 8), stop=NEVER, **kw)
+    for k in (0, 5, 11):
+        got = sample_blocks(joint64, encode(joint64, ctx, 8), stop=StopRule(-1, min_prob=_cut_at(ref.confidence, k)), **kw)
+        assert got.tokens == ref.tokens[:k]
+
+
+def test_stop_rule_confident_keeps_the_running_probability():
+    rule = StopRule(-1, min_prob=0.25)
+    assert rule.confident([0.9, 0.5, 0.5], 1.0) == (2, 0.45)
+    assert rule.confident([0.9], 0.2) == (0, 0.2)
+    assert StopRule(-1).confident([1e-9, 1e-9], 1.0) == (2, 1.0)  # 0: never cut

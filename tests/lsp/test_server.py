@@ -18,6 +18,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 
 from lsp_server.edits import Edit, apply_edits
 from lsp_server.positions import LineIndex
+from lsp_server.settings import Settings
 from tests.lsp.conftest import SERVER_COMMAND, SERVER_ENV, capabilities
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -119,6 +120,25 @@ async def test_completion_item_has_text_edit(client: LanguageClient):
     assert last["mode"] == "single" and last["chars"] == len(edit.new_text) - len("rad")
     assert last["steps"] >= 1 and last["engine_ms"] > 0 and last["server_ms"] >= last["engine_ms"]
     assert {"reused_tokens", "encoded_tokens", "out_of_time", "id"} <= set(last)
+
+
+async def test_min_probability_cuts_what_is_shown(client: LanguageClient):
+    uri = "file:///work/unsure.py"
+    open_doc(client, uri, "def add(a, b):\n    total = a + \n")
+
+    async def ghost() -> list[str]:
+        result = await client.text_document_inline_completion_async(t.InlineCompletionParams(
+            context=t.InlineCompletionContext(trigger_kind=t.InlineCompletionTriggerKind.Invoked),
+            text_document=t.TextDocumentIdentifier(uri=uri), position=t.Position(line=1, character=16)))
+        return [i.insert_text for i in result.items]
+
+    await configure(client, minProbability=0.0)
+    assert any(x.strip() for x in await ghost())
+    await configure(client, minProbability=1.0)  # no token is that sure: nothing to show
+    assert await ghost() == []
+    result = await client.text_document_completion_async(completion_params(uri, 1, 16))
+    assert result is None or not result.items
+    await configure(client, minProbability=Settings().min_probability)
 
 
 async def test_inline_completion_single_and_multi_line(client: LanguageClient):

@@ -16,6 +16,7 @@ export const SERVER_SETTING_KEYS = [
   "threshold",
   "maxTokens",
   "latencyBudgetMs",
+  "minProbability",
   "tokenHealing",
   "cacheBudgetMb",
   "cacheDir",

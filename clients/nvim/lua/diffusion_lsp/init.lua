@@ -25,6 +25,7 @@ M.SERVER_SETTING_KEYS = {
   'threshold',
   'maxTokens',
   'latencyBudgetMs',
+  'minProbability',
   'tokenHealing',
   'cacheBudgetMb',
   'cacheDir',
