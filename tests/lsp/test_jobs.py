@@ -1,6 +1,8 @@
 """The LSP-free helpers: minimal edits, block choice, settings, completion trimming, worker."""
 
+import ast
 import asyncio
+import textwrap
 import threading
 
 import pytest
@@ -96,6 +98,28 @@ def test_find_blocks_cover_code_without_overlap():
     assert code <= covered
     assert spans[0] == (0, 1)  # the two imports are grouped
     assert [(b.start_line, b.end_line) for b in find_blocks(SRC)][1] == (3, 7)  # whole class
+
+
+def test_a_broken_file_is_cut_at_whole_statements():
+    # one dropped ':' makes tree-sitter lump the rest of the file into one ERROR node; its
+    # pieces must still start at statements (not inside a bracket, not at an else), and
+    # where they fit, be whole functions that parse once the error is fixed
+    fn = ('def test_{i}():\n    x, y = symbols("x,y")\n    source = dump(x + y)\n    expected = (\n'
+          '        "REAL*8 function test(x, y)\\n"\n        "implicit none\\n"\n        "end function\\n"\n'
+          '    )\n    if source:\n        assert source == expected\n    else:\n        assert not expected\n\n\n')
+    good = "".join(fn.format(i=i) for i in range(12))
+    bad = good.replace("def test_5():", "def test_5()", 1)
+    lines = good.splitlines(keepends=True)
+    statements = {n.lineno - 1 for n in ast.walk(ast.parse(good)) if isinstance(n, ast.stmt)}
+    for max_chars in (200, 1200):
+        blocks = find_blocks(bad, max_chars=max_chars)
+        assert any(b.has_error for b in blocks) and len(blocks) > 1
+        assert {b.start_line for b in blocks} <= statements
+        for b in blocks:
+            ast.parse(textwrap.dedent("".join(lines[b.start_line : b.end_line + 1])))
+    # a long literal with no statement inside is still cut (at line starts) to fit
+    literal = "x = [\n" + "    1,\n" * 400 + "]\n"
+    assert len(find_blocks(literal, max_chars=200)) > 1
 
 
 # -- completion helpers -----------------------------------------------------------------
