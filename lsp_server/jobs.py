@@ -48,11 +48,31 @@ def _max_token_chars(engine: Engine) -> int:
     return _MAX_TOKEN_CHARS[key]
 
 
-def _cuts(engine: Engine, block_size: int | None) -> tuple[int, int]:
-    """Characters of prefix and of suffix that surely fill the engine's windows."""
-    w, n = engine.window, _max_token_chars(engine)
+# Characters per token assumed for the first cut of a document: generous (the project's
+# own source averages 3.1 with the shipped tokenizer); a cut that turns out too short for
+# the window is redone with the longest token (`_max_token_chars`, 78 characters).
+TYPICAL_TOKEN_CHARS = 8
+
+
+def _cuts(engine: Engine, block_size: int | None, chars: int | None = None) -> tuple[int, int]:
+    """Characters of prefix and of suffix that fill the engine's windows at `chars`
+    characters a token (None: surely, at the longest token's length)."""
+    w, n = engine.window, chars or _max_token_chars(engine)
     b = block_size or engine.sampler.block_size
     return (w.max_prefix + b) * n, (w.max_suffix + b) * n
+
+
+def _prefix_cut(text: str, start: int, k: int) -> int:
+    lo = 0
+    if start > 2 * k:
+        grid = (start - k) // k * k
+        nl = text.rfind("\n", max(0, grid - k), grid)
+        lo = nl + 1 if nl >= 0 else grid
+    return lo
+
+
+def _suffix_cut(text: str, end: int, k: int) -> int:
+    return (end + 2 * k) // k * k if len(text) - end > 2 * k else len(text)
 
 
 def context_text(
@@ -62,20 +82,23 @@ def context_text(
 
     The engine keeps only the last `max_prefix` tokens of the prefix and the first
     `max_suffix` of the suffix, but tokenizing a 5 MB file to find them took seconds per
-    request. A token covers at most `_max_token_chars` characters, so a prefix of
-    K = (max_prefix + block) * that many characters still fills the window. The cut moves
-    on a grid of K characters (and starts a line) so that it stays put while the user
-    types, keeping the prefix window's block alignment, and with it the KV cache, stable.
+    request. A prefix of K = (max_prefix + block) * `TYPICAL_TOKEN_CHARS` characters
+    fills the window unless the code is unusually dense: then (when its tokens fall
+    short) K is computed from the longest token, which surely fills it. The cut moves on a
+    grid of K characters (and starts a line) so that it stays put while the user types,
+    keeping the prefix window's block alignment, and with it the KV cache, stable. The
+    suffix likewise. (The sure bound alone tokenized 45k characters a side per keystroke
+    on a 2,000-line file: 90 ms of a 176 ms completion.)
     """
-    k_pre, k_suf = _cuts(engine, block_size)
-    lo = 0
-    if start > 2 * k_pre:
-        grid = (start - k_pre) // k_pre * k_pre
-        nl = text.rfind("\n", max(0, grid - k_pre), grid)
-        lo = nl + 1 if nl >= 0 else grid
-    hi = len(text)
-    if hi - end > 2 * k_suf:
-        hi = (end + 2 * k_suf) // k_suf * k_suf
+    b = block_size or engine.sampler.block_size
+    w, tok = engine.window, engine.tokenizer
+    (p_fast, s_fast), (p_safe, s_safe) = _cuts(engine, b, TYPICAL_TOKEN_CHARS), _cuts(engine, b)
+    lo = _prefix_cut(text, start, p_fast)
+    if lo > 0 and len(tok.encode(text[lo:start])) < w.max_prefix + b:
+        lo = _prefix_cut(text, start, p_safe)
+    hi = _suffix_cut(text, end, s_fast)
+    if hi < len(text) and len(tok.encode(text[end:hi])) < w.max_suffix + b:
+        hi = _suffix_cut(text, end, s_safe)
     return text[lo:start], text[end:hi]
 
 

@@ -206,6 +206,34 @@ def test_run_repair_edits_rebuild_the_document(tiny_model):
     assert res.new_block.endswith("\n")
 
 
+def test_context_text_tokenizes_little_and_still_fills_the_window(tiny_model):
+    from diffusion_core.engine import Engine
+    from lsp_server.jobs import TYPICAL_TOKEN_CHARS, _cuts, context_text
+
+    engine = Engine.from_path(tiny_model)
+    w, b, tok = engine.window, 8, engine.tokenizer
+    sure_pre, sure_suf = _cuts(engine, b)
+    code = "".join(f"def f{i}(x):\n    return x * {i} + len(str(x))\n\n" for i in range(3000))
+    at = len(code) // 2
+    cuts = []
+    for typed in ("", "r", "re", "ret"):  # typing at the cursor keeps the cut in place
+        text = code[:at] + typed + code[at:]
+        prefix, suffix = context_text(engine, text, at + len(typed), at + len(typed), b)
+        cuts.append(len(text) - len(prefix) - len(typed) - len(suffix))
+        assert len(prefix) <= 2 * _cuts(engine, b, TYPICAL_TOKEN_CHARS)[0] < sure_pre
+        assert len(tok.encode(prefix)) >= w.max_prefix + b  # the window is still full
+        assert tok.encode(suffix)[: w.max_suffix] == tok.encode(code[at:])[: w.max_suffix]
+    assert len(set(cuts)) == 1
+    # code whose tokens are all long: the typical cut falls short, the sure one is used
+    vocab = tok.tok.get_vocab()
+    piece = tok.decode([vocab[max(vocab, key=len)]])  # the longest token's text
+    dense = "x = 1" + piece * (4 * sure_pre // len(piece))
+    assert len(tok.encode(dense[-1000:])) * TYPICAL_TOKEN_CHARS < 1000
+    prefix, _ = context_text(engine, dense + "\n", len(dense), len(dense), b)
+    assert len(prefix) > 2 * _cuts(engine, b, TYPICAL_TOKEN_CHARS)[0]
+    assert len(tok.encode(prefix)) >= w.max_prefix + b
+
+
 def test_workspace_edit_uses_the_negotiated_encoding():
     from lsprotocol import types as t
 
