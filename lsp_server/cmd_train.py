@@ -16,13 +16,19 @@ from typing import get_args
 from diffusion_core.data import DataConfig
 from diffusion_core.posttrain.config import VERIFIERS
 from diffusion_core.posttrain.examples import Weighting
-from diffusion_core.train import PRESETS, TrainConfig, train
+from diffusion_core.train import PRESETS, CheckpointMismatch, OptimizerName, TrainConfig, train
 
 EVAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "eval"
 
 # Defaults that differ between pre-training and post-training (None on the command line).
 PRETRAIN_DEFAULTS = {"steps": 800, "batch_size": 16, "lr": 2e-3, "warmup": 60}
 POSTTRAIN_DEFAULTS = {"steps": 200, "batch_size": 8, "lr": 1e-4, "warmup": 10}
+OPTIMIZER_HELP = (
+    "pretrain: adamw for every parameter (default), or muon for the 2-D attention and MLP "
+    "matrices of the blocks (learning rate scaled to match AdamW's update RMS, so the same --lr "
+    "applies) with adamw for embeddings, head, norms and biases. A run resumes only with the "
+    "optimizer it began with"
+)
 
 
 def _schedule(text: str) -> tuple[float, int]:
@@ -64,6 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="examples per step (default 16; post-training: "
                    "source examples rolled out per step, default 8)")
     p.add_argument("--lr", type=float, help="peak learning rate (default 2e-3, post-training 1e-4)")
+    p.add_argument("--optimizer", choices=get_args(OptimizerName), default="adamw", help=OPTIMIZER_HELP)
     p.add_argument("--warmup", type=int, help="warmup steps (default 60, post-training 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stage2-fraction", type=float, default=0.2,
@@ -142,9 +149,12 @@ def run(args: argparse.Namespace) -> int:
             package_cap=args.package_cap, ar_weight=args.ar_weight, p_syntax_edit=args.syntax_edits,
             diffusion_weight=args.diffusion_weight, noisy_context_tokens=args.noisy_context_tokens,
         ),
-        micro_batch=args.micro_batch,
+        micro_batch=args.micro_batch, optimizer=args.optimizer,
     )
-    state = train(cfg, device=args.device, max_seconds=max_s, progress=not args.no_progress)
+    try:
+        state = train(cfg, device=args.device, max_seconds=max_s, progress=not args.no_progress)
+    except CheckpointMismatch as e:  # resumed with the other optimizer: say so, no traceback
+        raise SystemExit(f"diffusion-lsp train: {e}") from None
     print(f"step {state['step']}/{cfg.steps}; model written to {Path(args.out) / 'model'}")
     return 0
 
@@ -154,6 +164,8 @@ def _run_posttrain(args: argparse.Namespace, forbidden: tuple[str, ...], max_s: 
 
     if args.kind == "ar":
         raise SystemExit("diffusion-lsp train: post-training stages need a diffusion or joint model")
+    if args.optimizer != "adamw":
+        raise SystemExit("diffusion-lsp train: post-training stages train with AdamW (--optimizer is for pretrain)")
     v = _resolved(args, POSTTRAIN_DEFAULTS)
     extra = {"onpolicy_schedules": tuple(args.onpolicy_schedule)} if args.onpolicy_schedule else {}
     cfg = PostTrainConfig(
