@@ -8,25 +8,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffusion_core.data import DataConfig
 from diffusion_core.model import CodeTransformer
 from diffusion_core.testing import tiny_config
 from diffusion_core.train import (
     CheckpointMismatch,
     Muon,
-    TrainConfig,
     _optimizer,
     checkpoint_optimizer,
     train,
 )
-
-
-def _cfg(data_dir, out, steps, **kw) -> TrainConfig:
-    return TrainConfig(
-        data_dirs=(str(data_dir),), out_dir=str(out), preset="tiny", steps=steps, batch_size=4,
-        vocab_size=512, warmup=2, lr=3e-3, checkpoint_seconds=1e9, heldout_fraction=0.0,
-        data=DataConfig(max_prefix=48, max_suffix=16, max_middle=16, plain_middle=24), **kw,
-    )
+from tests.core.test_training import _cfg  # the tiny training run of the AdamW tests
 
 
 def _quiet(m):
