@@ -146,8 +146,9 @@ def mid_line_scores(engine: Engine, texts: list[str], n: int, rng: random.Random
     Scored whole (to the end of the line) and as the server shows it (`shown_*`): cut where
     the probability of the suggestion falls below `min_prob` (the server's `minProbability`).
     The cut output is the whole one's prefix (`StopRule.min_prob`): one decoding gives both."""
-    exact = useful = empty = total = 0
-    shown_exact = shown_useful = shown_empty = 0
+    total = 0
+    whole_n = [0, 0, 0]  # exact, useful, empty: the whole line
+    shown_n = [0, 0, 0]  # the same, as the server shows it
     rule = StopRule(-1, min_prob=min_prob)
     sampler = engine.sampler.replace(min_prob=0.0)
     ms = 0.0
@@ -169,22 +170,18 @@ def mid_line_scores(engine: Engine, texts: list[str], n: int, rng: random.Random
                             sampler=sampler)
         whole = out.text.split("\n", 1)[0].rstrip()
         k, _ = rule.confident(out.confidence, 1.0)
-        removed = engine.healing(prefix, sampler).removed
-        text = engine.tokenizer.decode(out.tokens[:k])
-        shown = (text[len(removed) :] if text.startswith(removed) else "").split("\n", 1)[0].rstrip()
+        shown = engine.text_after(out.tokens[:k], engine.healing(prefix, sampler).removed)
         total += 1
-        exact += whole == truth.rstrip()
-        useful += bool(whole.strip()) and truth.startswith(whole)
-        empty += not whole.strip()
-        shown_exact += shown == truth.rstrip()
-        shown_useful += bool(shown.strip()) and truth.startswith(shown)
-        shown_empty += not shown.strip()
+        for counts, s in ((whole_n, whole), (shown_n, shown.split("\n", 1)[0].rstrip())):
+            counts[0] += s == truth.rstrip()
+            counts[1] += bool(s.strip()) and truth.startswith(s)
+            counts[2] += not s.strip()
         ms += out.total_ms
     d = max(1, total)
+    (exact, useful, empty), (s_exact, s_useful, s_empty) = whole_n, shown_n
     return {"positions": total, "min_prob": min_prob,
             "exact_match": exact / d, "useful": useful / d, "empty": empty / d,
-            "shown_exact_match": shown_exact / d, "shown_useful": shown_useful / d,
-            "shown_empty": shown_empty / d,
+            "shown_exact_match": s_exact / d, "shown_useful": s_useful / d, "shown_empty": s_empty / d,
             "ms_per_line": ms / d}
 
 

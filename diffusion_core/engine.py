@@ -177,6 +177,14 @@ class Engine:
         """Encode `ids`, reusing `cache` (whose tokens must be a prefix of ids) at block granularity."""
         return encode(self.model, ids, block_size or self.sampler.block_size, cache, cancel)
 
+    def text_after(self, tokens: list[int], removed: str) -> str:
+        """The text of infill `tokens` that follows the prefix: the sampler made it start
+        with the healed-away piece `removed`; cut short before that piece ends, nothing."""
+        text = self.tokenizer.decode(tokens)
+        if removed:
+            text = text[len(removed) :] if text.startswith(removed) else ""
+        return text
+
     # -- jobs -----------------------------------------------------------------------
     def infill(
         self,
@@ -238,11 +246,8 @@ class Engine:
                 healing=healing,
             )
         res.stats.encode_ms = enc_ms
-        text = self.tokenizer.decode(res.tokens)
-        if healed.removed:  # the sampler made the text start with it; cut short, nothing is left
-            text = text[len(healed.removed) :] if text.startswith(healed.removed) else ""
         return InfillOutput(
-            text=text,
+            text=self.text_after(res.tokens, healed.removed),
             tokens=res.tokens,
             confidence=res.confidence,
             stats=res.stats,
