@@ -58,7 +58,11 @@ CancelFn = Callable[[], bool]
 
 TOP_K = 4  # tokens per masked slot
 CAUSAL_K = 8  # tokens per slot proposed by the causal path (one forward for all slots)
-USE_SLOTS = True  # masked-slot proposals (the edit model); the only ones without a causal path
+# masked-slot proposals from the edit model next to the causal path's (a model without a
+# causal path always uses them). Off: with the joint model they found no repair the causal
+# proposals missed and doubled the time (joint5, dev split "dev/check": 46/60 exact either
+# way, 631 -> 303 s; the eval's split: 47 -> 48/60)
+USE_SLOTS = False
 CHAR_EDITS = True  # one-character deletions and insertions around the error (`char_edits`)
 MARGIN = 2.0  # nats: candidates this close to the best count as equally likely
 # nats per character a token deletion removes: log p of a text favours shorter ones, so

@@ -259,6 +259,15 @@ def test_causal_path_proposes_the_token_of_every_slot_in_one_pass(tiny_joint_eng
     assert res.text is not None and all(python_parses(c.text) for c in res.ranked)
 
 
+def test_a_joint_model_proposes_from_its_causal_path_not_masked_slots(tiny_joint_engine, monkeypatch):
+    called = []
+    monkeypatch.setattr(syntax_repair, "slot_predictions",
+                        lambda *a, **kw: called.append(1) or [])
+    res = verified_repair(tiny_joint_engine, "", BAD, "", _error_at(BAD), [(8, 8)],
+                          use_model_proposal=False)
+    assert res.tried > 0 and not called  # a diffusion-only model uses them (tests above)
+
+
 class _Pieces:
     def __init__(self, pieces):
         self.pieces = pieces
