@@ -45,6 +45,15 @@ def test_allowed_tokens_continue_the_removed_text(healer, tok):
     assert len(whole) == len(pieces)  # and every such token is allowed
 
 
+def test_allowed_is_exactly_the_pieces_that_continue_or_start_the_text(healer):
+    rests = {"\n", "\n    ", "\n\n", " ", " r", " ret", " return", "(", "==", " ==", "x",
+             "self", "zzzz", "~", "\r\n"}
+    rests |= {p[:k] for p in healer.pieces[::97] if p.isascii() for k in range(1, len(p) + 1)}
+    for rest in sorted(rests):
+        want = [bool(p) and (p.startswith(rest) or rest.startswith(p)) for p in healer.pieces]
+        assert healer.allowed(rest).tolist() == want, rest
+
+
 @pytest.fixture(scope="module", params=["diffusion", "ar", "joint"])
 def engine(request, tmp_path_factory):
     path = make_tiny_model_dir(tmp_path_factory.mktemp(request.param) / "model", kind=request.param)
@@ -128,7 +137,8 @@ def test_constraint_pads_to_the_model_vocabulary_and_gives_up_without_a_token(he
     assert c.pending and c.rest == "ret"
     with pytest.raises(ValueError, match="does not continue"):
         c.advance(healer.pieces.index(" "))
-    word_piece = TokenHealer(tok)  # a vocabulary that is not byte-level: no token spells " ret"
-    word_piece.pieces = ["" if p.startswith(" ") or " ret".startswith(p) else p for p in word_piece.pieces]
+    # a vocabulary that is not byte-level: no token spells " ret"
+    word_piece = TokenHealer(tok, ["" if p.startswith(" ") or " ret".startswith(p) else p
+                                   for p in healer.pieces])
     stuck = word_piece.constraint(" ret")
     assert stuck.next_allowed(tok.vocab_size, "cpu") is None and not stuck.pending
