@@ -153,7 +153,11 @@ class Engine:
 
     def _context_ids(self, prefix: str, suffix: str, block_size: int) -> list[int]:
         tok = self.tokenizer
-        return build_context(tok.encode(prefix), tok.encode(suffix), block_size, self.special, self.window)
+        return self.context_ids(tok.encode(prefix), tok.encode(suffix), block_size)
+
+    def context_ids(self, prefix_ids: list[int], suffix_ids: list[int], block_size: int) -> list[int]:
+        """The infill context of an (already healed) prefix's and a suffix's token ids."""
+        return build_context(prefix_ids, suffix_ids, block_size, self.special, self.window)
 
     def repair_context(self, prefix: str, suffix: str, block_size: int | None = None) -> list[int]:
         b = block_size or self.sampler.block_size
@@ -224,7 +228,12 @@ class Engine:
         else:
             cache = None
         t_enc = time.perf_counter()
-        ctx_cache = encode(self.model, target, b, cache, cancel)
+        # Draft and verify encodes whole blocks only: the rest of the context rides in its
+        # first forward, whose causal rows compute the same keys/values (a keystroke: one
+        # forward less). The store keeps block-aligned caches, so reuse ends on the grid.
+        full = len(target) if decoder != "draft" else (reuse + (len(target) - reuse) // b * b)
+        tail = target[full:]
+        ctx_cache = encode(self.model, target[:full], b, cache, cancel)
         enc_ms = (time.perf_counter() - t_enc) * 1000
         stop = StopRule(self.special.eoi, self.tokenizer.newline_ids, stop_at_newline, sc.min_prob)
         n = max_tokens or sc.max_tokens
@@ -237,7 +246,11 @@ class Engine:
                 self.model, ctx_cache, ids[-1], max_tokens=n, stop=stop, mask_id=self.special.mask,
                 draft=DraftConfig(masks=sc.draft_masks, max_draft=sc.draft_max, source=sc.draft_source),
                 history=target, cancel=cancel, deadline=deadline, healing=healing,
+                context_tail=tail,
             )
+            # the context's cache, the tail included (a view of the decoder's cache)
+            if res.cache is not None and res.cache.length >= len(target):
+                ctx_cache = res.cache.truncate(len(target))
         else:
             res = sample_blocks(
                 self.model, ctx_cache, block_size=b, threshold=sc.threshold, max_tokens=n,

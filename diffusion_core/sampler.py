@@ -96,7 +96,8 @@ def encode(
             x = torch.tensor([ids[start:]], device=device)
             n = x.shape[1]
             mask = causal_after_cache(n, start, device)
-            cache = cache.extend(model(x, _positions(start, n, device), mask, cache).kv)
+            none = torch.zeros_like(x, dtype=torch.bool)  # keys/values only: no LM head rows
+            cache = cache.extend(model(x, _positions(start, n, device), mask, cache, select=none).kv)
         return cache
     for s in range(start, len(ids), block_size):
         _check(cancel)

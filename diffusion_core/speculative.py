@@ -119,9 +119,10 @@ def _slice_kv(kv, n: int):
 @torch.inference_mode()
 def sample_draft_verify(
     model: CodeTransformer,
-    cache: KVCache,  # the context except its last token
+    cache: KVCache,  # the context except `context_tail` and its last token
     last_token: int,  # the context's last token, fed first
     *,
+    context_tail: list[int] | tuple[int, ...] = (),  # context tokens after the cache
     max_tokens: int,
     stop: StopRule,
     mask_id: int,
@@ -137,6 +138,11 @@ def sample_draft_verify(
     `deadline` applied once per forward pass; while `healing` constrains the next token,
     passes are plain one-token causal steps. `stats.steps` counts forward passes,
     `stats.drafted`/`stats.accepted` the draft tokens verified and accepted.
+
+    `context_tail`: uncached context tokens (the end of the context, before
+    `last_token`), encoded by the causal rows of the first forward instead of a forward
+    of their own; the returned cache holds them like the rest. The first pass also tries
+    the document n-gram draft, which the context alone may already give.
     """
     if not model.cfg.has_causal_path:
         raise ValueError("draft-and-verify decoding needs a model with a causal path (kind ar or joint)")
@@ -145,12 +151,13 @@ def sample_draft_verify(
     out: list[int] = []
     conf: list[float] = []  # the causal path's probability of each committed token
     p_out = 1.0  # probability of everything returned (`StopRule.min_prob`)
-    pending = [last_token]
-    proposal: list[int] = []  # draft for the positions right after `pending`
+    pending = [*context_tail, last_token]
     use_masks = draft.uses_masks and model.cfg.has_mask_path
     ngrams = (
         NgramIndex([*(history or []), last_token], draft.ngram) if draft.source in ("ngram", "both") else None
     )
+    # draft for the positions right after `pending`
+    proposal: list[int] = ngrams.draft(draft.max_draft) if ngrams is not None else []
     while len(out) < max_tokens:
         _check(cancel)
         t0 = time.perf_counter()

@@ -203,12 +203,13 @@ class Service:
         sc = self.sampler(sampler)
         text = jobs.clean(text)
         mode = mode or jobs.completion_mode(text, offset)
-        prefix, suffix = jobs.context_text(self.engine, text, offset, offset, sc.block_size)
+        prefix, suffix, ids = jobs.infill_text(self.engine, text, offset, offset, sc)
         store = self.store if uri is not None else None
         cache, cache_ids = store.lookup(uri, sc.block_size) if store is not None else (None, None)
         out = self.engine.infill(
             prefix, suffix, cache=cache, cache_ids=cache_ids, cancel=cancel,
             max_tokens=max_tokens, stop_at_newline=(mode == jobs.SINGLE), sampler=sc,
+            context_ids=ids,
         )
         if store is not None:
             store.update(uri, out.context_ids, out.context_cache, sc.block_size,

@@ -62,6 +62,22 @@ def test_output_is_exactly_greedy_decoding(joint64, tok, cfg, seed):
         torch.testing.assert_close(k1, k2, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("cfg", [CONFIGS[1], CONFIGS[6]], ids=["ngram", "both"])
+def test_the_context_tail_is_encoded_by_the_first_forward(joint64, tok, cfg):
+    """The engine encodes whole blocks and hands the rest of the context to the decoder:
+    the same output and cache as encoding all of it first, one forward fewer."""
+    ctx = _ids(tok, 45, 7)  # 44 cached by the plain path; 40 (5 blocks) + a tail of 4
+    ref = _dv(joint64, tok, ctx, 30, cfg)
+    got = sample_draft_verify(joint64, encode(joint64, ctx[:40], 8), ctx[-1], context_tail=ctx[40:-1],
+                              max_tokens=30, stop=NEVER, mask_id=tok.special.mask, draft=cfg,
+                              history=ctx[:-1])
+    assert got.tokens == ref.tokens and got.stats.steps == ref.stats.steps
+    assert got.cache.length == ref.cache.length
+    for a, b in zip((*got.cache.keys, *got.cache.values), (*ref.cache.keys, *ref.cache.values),
+                    strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_accepted_drafts_commit_several_tokens_per_forward_and_stay_exact(joint64, tok):
     ctx = _ids(tok, 24, 7)
     ref = _greedy(joint64, ctx, 32)
@@ -143,6 +159,10 @@ def test_engine_draft_decoder_equals_greedy_with_healing_and_cache(joint_engine,
     got = joint_engine.infill(prefix, suffix)  # auto: draft and verify for a joint model
     assert got.tokens == ref.tokens and got.text == ref.text
     assert got.context_ids == ref.context_ids
+    # the context cache covers the whole context, the tail the decoder encoded included
+    assert got.context_cache.length == ref.context_cache.length == len(got.context_ids)
+    for a, b in zip(got.context_cache.keys, ref.context_cache.keys, strict=True):
+        torch.testing.assert_close(a, b)
     # cached: the next keystroke reuses the context cache and answers the same as fresh
     again = joint_engine.infill(prefix + "x", suffix, cache=got.context_cache, cache_ids=got.context_ids)
     fresh = joint_engine.infill(prefix + "x", suffix)

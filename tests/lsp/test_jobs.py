@@ -234,6 +234,26 @@ def test_context_text_tokenizes_little_and_still_fills_the_window(tiny_model):
     assert len(tok.encode(prefix)) >= w.max_prefix + b
 
 
+def test_a_completion_tokenizes_each_side_of_the_cursor_once(tiny_model, monkeypatch):
+    from diffusion_core.engine import Engine
+    from lsp_server.jobs import context_text, infill_text
+    from lsp_server.service import Service
+
+    engine = Engine.from_path(tiny_model)
+    sc = engine.sampler
+    code = "".join(f"def f{i}(x):\n    return x * {i} + len(str(x))\n\n" for i in range(3000))
+    at = len(code) // 2 + 7
+    prefix, suffix, ids = infill_text(engine, code, at, at, sc)
+    assert (prefix, suffix) == context_text(engine, code, at, at, sc.block_size)
+    assert ids == engine.infill_context(prefix, suffix, sc.block_size, sc)
+    calls = []
+    real = engine.tokenizer.encode
+    monkeypatch.setattr(engine.tokenizer, "encode", lambda s: calls.append(len(s)) or real(s))
+    out = Service(engine).complete(code, at, max_tokens=2)
+    assert len(calls) <= 3  # prefix, suffix (and the answer's own text at most)
+    assert out.raw == engine.infill(prefix, suffix, max_tokens=2, context_ids=ids).text
+
+
 def test_workspace_edit_uses_the_negotiated_encoding():
     from lsprotocol import types as t
 
