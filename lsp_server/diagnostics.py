@@ -13,6 +13,7 @@ The server maps `SyntaxDiagnostic` and `NameDiagnostic` to LSP types.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -171,8 +172,10 @@ class DocumentDiagnostics:
 
 
 def analyze(text: str, language: str, names: bool) -> tuple[list[SyntaxDiagnostic], list[NameSite]]:
-    """The model-free part for one version (in a thread): syntax errors, DL003 sites."""
-    return syntax_diagnostics(text, language), (name_sites(text, language) if names else [])
+    """The model-free part for one version (in a thread): syntax errors, DL003 sites (none
+    in a text that does not parse: `misspelt_names` needs its tree)."""
+    syntax = syntax_diagnostics(text, language)
+    return syntax, (name_sites(text, language) if names and not syntax else [])
 
 
 def in_daemon_thread(fn, *args) -> asyncio.Future:
@@ -188,9 +191,11 @@ def in_daemon_thread(fn, *args) -> asyncio.Future:
             res = fn(*args)
         except BaseException as e:  # handed to the awaiting coroutine
             err = e
-            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_exception(err))
+            done = lambda: fut.done() or fut.set_exception(err)  # noqa: E731
         else:
-            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(res))
+            done = lambda: fut.done() or fut.set_result(res)  # noqa: E731
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(done)
 
     threading.Thread(target=run, name="diffusion-lsp-diagnostics", daemon=True).start()
     return fut

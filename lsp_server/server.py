@@ -38,6 +38,7 @@ from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
 from lsp_server import diagnostics, rpc
+from lsp_server.analysis_process import AnalysisProcess
 from lsp_server.documents import DocumentNotOpen, DocumentStore, Snapshot
 from lsp_server.edits import Edit
 from lsp_server.features import DOCUMENT_STATE_COMMAND, REPAIR_TITLE, REQUEST_FAILED, STATUS_COMMAND
@@ -90,6 +91,7 @@ class DiffusionLanguageServer(ModelHost, LanguageServer):
         self.debouncer = diagnostics.Debouncer()
         self.name_debouncer = diagnostics.Debouncer(diagnostics.NAMES_DEBOUNCE_S)
         self.diag_state: dict[str, diagnostics.DocumentDiagnostics] = {}  # by open URI
+        self.analysis = AnalysisProcess()  # the model-free diagnostics pass, off the GIL
         logging.getLogger("pygls.protocol.json_rpc").addFilter(_QuietExpectedErrors())
 
     @property
@@ -131,6 +133,7 @@ class DiffusionLanguageServer(ModelHost, LanguageServer):
     def _end_session(self) -> None:
         """After the client is gone (stdio or TCP): stop the model worker, then pygls."""
         self.worker.shutdown()
+        self.analysis.close()
         self.shutdown()
 
     def start_tcp(self, host: str, port: int) -> None:

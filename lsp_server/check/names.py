@@ -64,9 +64,10 @@ def edit_distance(a: str, b: str, limit: int) -> int:
     return prev[-1]
 
 
-def bound_names(tree: ast.AST) -> set[str]:
+def bound_names(nodes: list[ast.AST]) -> set[str]:
+    """The names that the nodes (every node of a tree: `list(ast.walk(tree))`) bind."""
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in nodes:
         if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
             names.add(node.id)
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
@@ -96,11 +97,11 @@ def misspelt_names(source: str) -> list[NameUse]:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return []
-    if any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names)
-           for n in ast.walk(tree)):
+    nodes = list(ast.walk(tree))  # walked once: the walk is most of the time
+    if any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in nodes):
         return []
-    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    scope = (bound_names(tree) | set(dir(builtins)) | MODULE_NAMES | {"True", "False", "None"}
+    strings = {n.value for n in nodes if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    scope = (bound_names(nodes) | set(dir(builtins)) | MODULE_NAMES | {"True", "False", "None"}
              | {w for w in strings if w.isidentifier()})
     pool = sorted(scope)
     lines = _lines(source)
@@ -108,7 +109,7 @@ def misspelt_names(source: str) -> list[NameUse]:
     for line in lines:
         starts.append(starts[-1] + len(line))
     out: list[NameUse] = []
-    for node in ast.walk(tree):
+    for node in nodes:
         if not (isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)):
             continue
         name = node.id

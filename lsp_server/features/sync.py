@@ -47,7 +47,8 @@ def lsp_name_diagnostic(ls, snap: Snapshot, d: diagnostics.NameDiagnostic) -> t.
 
 async def current(ls, uri: str) -> tuple[Snapshot, DocumentDiagnostics] | None:
     """The document and its diagnostics state for its current version, the model-free
-    part computed in a thread when the state is older (one computation per version);
+    part computed (by `ls.analysis`, a child process) when the state is older (one
+    computation per version);
     None when the document is closed or moves on meanwhile."""
     snap = ls.docs.get(uri)
     st = ls.diag_state.get(uri)
@@ -56,7 +57,7 @@ async def current(ls, uri: str) -> tuple[Snapshot, DocumentDiagnostics] | None:
     if st.version != snap.version:
         if st.pending is None or st.pending[0] != snap.version:
             text = jobs.clean(snap.text)  # the same offsets, without lone surrogates
-            fut = ls.off_loop(diagnostics.analyze, text, snap.language, ls.settings.name_diagnostics)
+            fut = ls.off_loop(ls.analysis.analyze, text, snap.language, ls.settings.name_diagnostics)
             st.pending = (snap.version, text, asyncio.ensure_future(fut))
         _, text, fut = st.pending
         syntax, sites = await asyncio.shield(fut)

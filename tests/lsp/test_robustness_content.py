@@ -168,6 +168,7 @@ def test_server_never_writes_user_files_fetches_or_unpickles(session):
                          "socket.gethostbyname", "urllib.Request", "pickle.find_class",
                          "subprocess.Popen", "os.system", "os.exec", "os.fork"}
     assert not forbidden, [e for e in events if e["event"] in forbidden]
+    assert "subprocess.Popen-analysis" in kinds  # diagnostics ran in the server's own child
     cache = str(session["cache"].resolve())
     writes = [e for e in events if e["event"] in ("open-write", "os.rename", "os.remove")]
     outside = [e for e in writes

@@ -1,6 +1,7 @@
 """Run the language server under a Python audit hook that records (and blocks) what it must
-never do: network access, unpickling, starting programs; and records every file it opens
-for writing, renames or deletes.
+never do: network access, unpickling, starting programs (but its own diagnostics child,
+`lsp_server.analysis_process`, recorded as such); and records every file it opens for
+writing, renames or deletes.
 
     python tests/stress/guard.py AUDIT_LOG [lsp_server arguments...]
 
@@ -29,6 +30,13 @@ _RECORD = {"os.rename", "os.remove", "os.rmdir", "os.truncate", "shutil.rmtree",
            "shutil.move", "os.link", "os.symlink"}
 
 
+def _the_analysis_child(args: tuple) -> bool:
+    """The one program the server may start: its diagnostics child, exactly as
+    `lsp_server.analysis_process.child_command` spells it (our code, no user code)."""
+    mod = sys.modules.get("lsp_server.analysis_process")
+    return mod is not None and list(args[1]) == mod.child_command()
+
+
 def install(log_path: str) -> None:
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
@@ -49,6 +57,8 @@ def install(log_path: str) -> None:
             if getattr(sock, "family", None) in _NET_FAMILIES:
                 emit(event, repr(args[1:]))
                 raise PermissionError(f"network access blocked by the test guard: {event}")
+        elif event == "subprocess.Popen" and _the_analysis_child(args):
+            emit("subprocess.Popen-analysis", repr(args)[:300])  # the server's own child
         elif event in _BLOCK:
             emit(event, repr(args)[:300])
             raise PermissionError(f"blocked by the test guard: {event}")
