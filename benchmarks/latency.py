@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import sys
 import tempfile
@@ -57,6 +58,7 @@ class LatencyConfig:
     threads: int | None = None
     seed: int = 0
     timeout_s: float = 300.0
+    settings: tuple[tuple[str, object], ...] = ()  # more server settings (--setting NAME=JSON)
 
     def init_options(self) -> dict:
         opts: dict = {"maxTokens": self.max_tokens, "device": self.device, "logLevel": "info"}
@@ -68,6 +70,7 @@ class LatencyConfig:
             opts["threshold"] = self.threshold
         if self.budget_ms:
             opts["latencyBudgetMs"] = self.budget_ms
+        opts.update(self.settings)
         return opts
 
 
@@ -243,6 +246,10 @@ def summarize(cfg: LatencyConfig, session: dict, colds: list[tuple[Record, float
         "chars_per_request": percentiles(r.chars for r in nonempty),
         "server_start_ms": percentiles([session["start_ms"], *(s for _, s in colds)]),
         "server_side_warm": {
+            # request handler to answer (worker queue included), the completion job
+            # (context cut, cache lookup, engine) and the engine alone
+            "server_ms": percentiles(s["server_ms"] for s in warm_engine),
+            "job_ms": percentiles(s["total_ms"] for s in warm_engine),
             "engine_ms": percentiles(s["engine_ms"] for s in warm_engine),
             "steps": percentiles(s["steps"] for s in warm_engine),
             "reused_context_tokens": percentiles(s["reused_tokens"] for s in warm_engine),
@@ -293,6 +300,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="textDocument/inlineCompletion (default) or textDocument/completion")
     g.add_argument("--budget-ms", type=float, default=0.0,
                    help="the server's latencyBudgetMs setting (default 0: no budget)")
+    g.add_argument("--setting", type=_setting, action="append", default=[], metavar="NAME=JSON",
+                   help="another server setting, e.g. nameDiagnostics=false (repeatable)")
+
+
+def _setting(arg: str) -> tuple[str, object]:
+    name, sep, value = arg.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=JSON, got {arg!r}")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name}: {value!r} is not JSON") from None
 
 
 def config_from_args(args: argparse.Namespace) -> LatencyConfig:
@@ -302,6 +321,7 @@ def config_from_args(args: argparse.Namespace) -> LatencyConfig:
         cold_runs=args.cold_runs, min_gap_ms=args.gap_ms[0], max_gap_ms=args.gap_ms[1],
         max_tokens=args.max_tokens, block_size=args.block_size, threshold=args.threshold,
         request=args.request, budget_ms=args.budget_ms, device=args.device, threads=args.threads, seed=args.seed,
+        settings=tuple(args.setting),
     )
 
 

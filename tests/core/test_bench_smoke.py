@@ -58,10 +58,22 @@ def test_latency_through_a_real_client(models, tmp_path):
 
 def test_latency_budget_reaches_the_server(models, tmp_path):
     # a budget of 1 us runs out in every request's first denoising step
-    r = _bench("latency", tmp_path, "--model", str(models[0]), "--cold-runs", "0", "--budget-ms", "0.001")
+    r = _bench("latency", tmp_path, "--model", str(models[0]), "--cold-runs", "0", "--budget-ms", "0.001",
+               "--setting", "nameDiagnostics=false")
     assert r["config"]["budget_ms"] == 0.001
+    assert r["config"]["settings"] == [["nameDiagnostics", False]]
     warm = r["server_side_warm"]
     assert warm["steps"]["max"] == 1 and 0 < warm["out_of_time_share"] <= 1
+    # each request: handler (queue included) >= job >= engine, so their percentiles too
+    for q in ("p50", "p95", "max"):
+        assert warm["server_ms"][q] >= warm["job_ms"][q] >= warm["engine_ms"][q] > 0
+
+
+def test_training_curve_plot(tmp_path):
+    from dlsp_benchmarks.training_curve import HERE, main
+
+    assert main([str(HERE / "training_curve.json"), str(tmp_path / "curve.png")]) == 0
+    _png(tmp_path / "curve.png")
 
 
 def test_speed_diffusion_against_ar(models, tmp_path):
