@@ -134,8 +134,9 @@ def _start() -> subprocess.Popen:
 
 def main() -> None:
     """The child: at a lower priority than the server, `serve` on stdio."""
-    with contextlib.suppress(OSError):  # may not lower itself: run anyway
-        os.nice(NICE)
+    if hasattr(os, "nice"):  # POSIX; elsewhere the child runs at the server's priority
+        with contextlib.suppress(OSError):  # may not lower itself: run anyway
+            os.nice(NICE)
     serve(sys.stdin, sys.stdout)
 
 
