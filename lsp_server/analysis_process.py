@@ -30,7 +30,7 @@ from pathlib import Path
 from lsp_server.check.names import NameUse
 from lsp_server.diagnostics import NameSite, SyntaxDiagnostic, analyze
 
-NICE = 5  # the child's niceness relative to the server
+NICE = 10  # the child's niceness relative to the server
 MAX_FAILURES = 3  # children lost in a row before the pass stays in the server process
 TIMEOUT_S = 60.0  # a pass that takes longer: the child is killed (a failure)
 
