@@ -9,10 +9,10 @@ lower priority (`os.nice`), so a completion is never queued behind a parse.
 
 Protocol: one JSON object per line on the child's stdin, `{"text", "language", "names"}`,
 answered by one line on its stdout, `{"syntax": [...], "sites": [...]}` (or `{"error":
-"..."}`). JSON both ways (ASCII: `json.dumps` escapes the rest), never pickle. The child is started on first use, by
-`sys.executable -I` (isolated: neither the working directory, which may be a workspace,
-nor PYTHON* variables reach its import path) with this package's own directory put first
-on it; it exits when its stdin closes. A child that dies or answers garbage is replaced
+"..."}`). JSON both ways (ASCII: `json.dumps` escapes the rest), never pickle. The child
+is started on first use, by `sys.executable -I` (isolated: neither the working
+directory, which may be a workspace, nor PYTHON* variables reach its import path) with
+this package's own directory put first on it; it exits when its stdin closes. A child that dies or answers garbage is replaced
 on the next call; when one cannot be started, or fails `MAX_FAILURES` times in a row, the
 pass runs in the calling thread as before (`analyze` never raises for the child's sake).
 """
@@ -61,7 +61,7 @@ class AnalysisProcess:
         self._lock = threading.Lock()
         self._child: subprocess.Popen | None = None
         self.failures = 0
-        self.served = 0  # passes the child computed (for tests and status)
+        self.served = 0  # passes the child computed (the tests read it)
 
     @property
     def usable(self) -> bool:

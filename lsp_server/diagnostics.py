@@ -172,8 +172,9 @@ class DocumentDiagnostics:
 
 
 def analyze(text: str, language: str, names: bool) -> tuple[list[SyntaxDiagnostic], list[NameSite]]:
-    """The model-free part for one version (in a thread): syntax errors, DL003 sites (none
-    in a text that does not parse: `misspelt_names` needs its tree)."""
+    """The model-free part for one version (off the event loop: in the server's analysis
+    child, `analysis_process`): syntax errors, DL003 sites (none in a text that does not
+    parse: `misspelt_names` needs its tree)."""
     syntax = syntax_diagnostics(text, language)
     return syntax, (name_sites(text, language) if names and not syntax else [])
 
