@@ -115,6 +115,7 @@ class Attention(nn.Module):
         sin: torch.Tensor,
         mask: torch.Tensor | None,  # (B, 1, T, S+T) bool or None = attend to everything
         past: LayerKV | None,  # (B, H_kv, S, D) each
+        causal: bool = False,  # mask None, no past: plain causal attention (is_causal)
     ) -> tuple[torch.Tensor, LayerKV]:
         b, t, _ = x.shape
         cfg = self.cfg
@@ -131,7 +132,7 @@ class Attention(nn.Module):
             k = torch.cat([past[0], k], dim=2)  # (B, Hkv, S+T, D)
             v = torch.cat([past[1], v], dim=2)
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, enable_gqa=cfg.n_kv_heads != cfg.n_heads
+            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=cfg.n_kv_heads != cfg.n_heads
         )  # (B, H, T, D)
         out = out.transpose(1, 2).reshape(b, t, cfg.n_heads * cfg.head_dim)
         return self.o_proj(out), new_kv
@@ -156,8 +157,8 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = SwiGLU(cfg)
 
-    def forward(self, x, cos, sin, mask, past):
-        h, new_kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, past)
+    def forward(self, x, cos, sin, mask, past, causal=False):
+        h, new_kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, past, causal)
         x = x + h
         x = x + self.mlp(self.post_attention_layernorm(x))
         return x, new_kv
@@ -221,12 +222,16 @@ class CodeTransformer(nn.Module):
         cache: KVCache | None = None,  # S cached tokens
         *,
         select: torch.Tensor | None = None,  # (B, T) bool: only compute logits at these rows
+        causal: bool = False,  # instead of a mask: each token sees itself and the ones before
     ) -> ModelOutput:
         if cache is not None and cache.n_layers != self.cache_entries:
             raise ValueError(
                 f"cache has {cache.n_layers} entries, this model uses {self.cache_entries}"
                 " (use model.empty_cache())"
             )
+        if causal and (mask is not None or (cache is not None and cache.length > 0)):
+            # SDPA's is_causal aligns the triangle top-left: right only without cached keys
+            raise ValueError("causal=True takes no mask and an empty cache")
         x = self.embed_tokens(ids)  # (B, T, d)
         cfg = self.cfg
         linear = cfg.rope_scaling_factor if cfg.rope_type == "linear" else 1.0
@@ -239,7 +244,7 @@ class CodeTransformer(nn.Module):
         new_kv: list[LayerKV] = []
         for i, layer in enumerate(self.layers):
             past = cache.layer(i) if cache is not None else None
-            x, kv = layer(x, cos, sin, mask, past)
+            x, kv = layer(x, cos, sin, mask, past, causal)
             new_kv.append(kv)
         x = self.norm(x)  # (B, T, d)
         if cfg.shifted_logits:

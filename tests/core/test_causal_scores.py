@@ -110,3 +110,22 @@ def test_models_without_a_causal_path_are_refused(tok):
 def test_bad_windows_are_refused(joint, window, stride):
     with pytest.raises(ValueError, match="stride"):
         causal_token_scores(joint, [5, 6, 7], prompt=[1], window=window, stride=stride)
+
+
+def test_causal_flag_is_the_causal_mask(tok, joint):
+    """`causal=True` (SDPA's is_causal kernel, what the scans use) computes what the explicit
+    causal mask does, and refuses the cases where its top-left triangle would be wrong."""
+    ids = torch.tensor([tok.encode("for i in range(10):\n    print(i * i)\n")])
+    t = ids.shape[1]
+    pos = torch.arange(t)[None]
+    with torch.inference_mode():
+        want = joint(ids, pos, causal_mask(t)[None])
+        got = joint(ids, pos, causal=True)
+        assert torch.allclose(got.logits, want.logits, atol=1e-5)
+        for (k1, v1), (k2, v2) in zip(got.kv, want.kv, strict=True):
+            assert torch.equal(k1, k2) and torch.equal(v1, v2)
+        with pytest.raises(ValueError, match="causal=True"):
+            joint(ids, pos, causal_mask(t)[None], causal=True)
+        cache = joint.empty_cache().extend(want.kv)
+        with pytest.raises(ValueError, match="causal=True"):
+            joint(ids, pos + t, None, cache, causal=True)
