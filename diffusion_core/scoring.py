@@ -145,7 +145,7 @@ def causal_token_scores(
                        causal=True).logits.float()  # (b-a, V)
         # log p = logit - logsumexp, and the best other token is the max once the target's
         # logit is set to -inf in place: two passes over the (b-a, V) logits instead of a
-        # log-softmax, its scattered copy and a max (a third of the scan outside matmuls)
+        # log-softmax, its scattered copy and a max (those were about a fifth of the scan)
         target = seq[first:]  # (b-a,)
         lse = torch.logsumexp(logits, dim=-1)  # (b-a,)
         mine = logits.gather(-1, target[:, None])[:, 0] - lse
