@@ -133,6 +133,39 @@ def capped_weights(sizes: list[float], groups: list[str], cap: float) -> list[fl
     return [size / total_by[grp] * share[grp] for size, grp in zip(sizes, groups, strict=True)]
 
 
+def mixed_weights(
+    sizes: list[float], paths: list[str], groups: list[str], cap: float,
+    mix: tuple[tuple[str, float], ...],
+) -> list[float]:
+    """Sampling weights (summing to 1) where the files under each `mix` directory get that
+    directory's share and the other files the rest; inside each part as `capped_weights`.
+    A file under several mix directories belongs to the first."""
+    if not mix:
+        return capped_weights(sizes, groups, cap)
+    shares = [float(share) for _, share in mix]
+    if min(shares) <= 0 or sum(shares) > 1 + 1e-9:
+        raise ValueError(f"mix shares must be positive and sum to at most 1, got {shares}")
+    roots = [Path(d).resolve() for d, _ in mix]
+    part = []
+    for p in paths:
+        rp = Path(p).resolve()
+        part.append(next((i for i, r in enumerate(roots) if r == rp or r in rp.parents), -1))
+    rest = 1.0 - sum(shares)
+    out = [0.0] * len(sizes)
+    for i in [*range(len(mix)), -1]:
+        idx = [j for j, q in enumerate(part) if q == i]
+        if not idx:
+            if i >= 0:
+                raise ValueError(f"mix: no training files under {mix[i][0]}")
+            continue
+        w = capped_weights([sizes[j] for j in idx], [groups[j] for j in idx], cap)
+        total = sum(w) or 1.0
+        share = shares[i] if i >= 0 else rest
+        for j, wj in zip(idx, w, strict=True):
+            out[j] = wj / total * share
+    return out
+
+
 def load_corpus(files: list[Path], heldout_fraction: float, split: str) -> Corpus:
     texts, paths = [], []
     for p in files:
@@ -167,6 +200,11 @@ class DataConfig:
     # No top-level package gets more than this share of the sampled files' characters
     # (sympy, scipy and moto were over a third of the data; 0 = sample by size only).
     package_cap: float = 0.05
+    # (directory, share) pairs: files under the directory get that share of the sampled
+    # characters, the rest of the corpus what is left (the package cap applies inside each
+    # part). A small corpus of short, documented functions can so be a set share of training
+    # however big the rest is. Empty: one part, sampled by capped size.
+    mix: tuple[tuple[str, float], ...] = ()
     # kind="joint" (issue 19): weights of the next-token loss on the causal clean stream
     # and of the block-diffusion loss on the noisy stream (each a mean per scored token),
     # and how many context tokens, as whole blocks besides the middle's, the noisy stream
@@ -217,7 +255,7 @@ class ExampleBuilder:
         self.corpus, self.tok, self.cfg, self.kind, self.seed = corpus, tokenizer, cfg, kind, seed
         self.sp = tokenizer.special
         sizes = [float(len(t)) for t in corpus.texts]
-        weights = capped_weights(sizes, corpus.packages(), cfg.package_cap)
+        weights = mixed_weights(sizes, corpus.paths, corpus.packages(), cfg.package_cap, cfg.mix)
         self.cum = torch.tensor(weights, dtype=torch.float64).cumsum(0)
         self.vocab = torch.tensor(
             [i for i in range(tokenizer.vocab_size) if i not in tokenizer.special_ids], dtype=torch.long

@@ -39,6 +39,17 @@ def _schedule(text: str) -> tuple[float, int]:
         raise argparse.ArgumentTypeError(f"expected THRESHOLD[:MAX_STEPS_PER_BLOCK], got {text!r}") from e
 
 
+def _mix(text: str) -> tuple[str, float]:
+    d, sep, share = text.rpartition("=")
+    try:
+        value = float(share)
+    except ValueError:
+        value = -1.0
+    if not sep or not d or not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected DIR=SHARE with 0 < SHARE < 1, got {text!r}")
+    return d, value
+
+
 def _ints(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(x) for x in text.split(","))
@@ -89,6 +100,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"{','.join(map(str, d.block_sizes))})")
     p.add_argument("--package-cap", type=float, default=d.package_cap, metavar="SHARE",
                    help=f"most any one top-level package may be of the sampled data (default {d.package_cap})")
+    p.add_argument("--mix", action="append", type=_mix, default=[], metavar="DIR=SHARE",
+                   help="files under DIR get SHARE of the sampled data, the rest of the corpus what "
+                        "is left (repeatable; DIR is read as a data directory too)")
     p.add_argument("--syntax-edits", type=float, default=d.p_syntax_edit, metavar="SHARE",
                    help="share of stage-2 edit examples corrupted by one realistic syntax edit "
                         "(missing colon, extra paren, misspelt keyword...) instead of random "
@@ -129,6 +143,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="size of the fixed held-out set for tokens-per-step before/after")
 
 
+def _with_mix_dirs(data_dirs: list[str], mix: list[tuple[str, float]]) -> tuple[str, ...]:
+    """The data directories plus each mix directory not already under one of them."""
+    roots = [Path(d).resolve() for d in data_dirs]
+    extra = [d for d, _ in mix
+             if not any(r == Path(d).resolve() or r in Path(d).resolve().parents for r in roots)]
+    return tuple(data_dirs) + tuple(dict.fromkeys(extra))
+
+
 def _resolved(args: argparse.Namespace, defaults: dict) -> dict:
     return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
 
@@ -140,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_posttrain(args, forbidden, max_s)
     v = _resolved(args, PRETRAIN_DEFAULTS)
     cfg = TrainConfig(
-        data_dirs=tuple(args.data_dirs), out_dir=args.out, kind=args.kind, preset=args.preset,
+        data_dirs=_with_mix_dirs(args.data_dirs, args.mix), out_dir=args.out, kind=args.kind, preset=args.preset,
         steps=v["steps"], batch_size=v["batch_size"], lr=v["lr"], warmup=v["warmup"], seed=args.seed,
         stage2_fraction=args.stage2_fraction, tokenizer=args.tokenizer, forbidden=forbidden,
         checkpoint_seconds=args.checkpoint_minutes * 60, init_from=args.init_from,
@@ -148,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
             max_prefix=args.max_prefix, max_suffix=args.max_suffix, block_sizes=args.block_sizes,
             package_cap=args.package_cap, ar_weight=args.ar_weight, p_syntax_edit=args.syntax_edits,
             diffusion_weight=args.diffusion_weight, noisy_context_tokens=args.noisy_context_tokens,
+            mix=tuple((str(Path(d).resolve()), share) for d, share in args.mix),
         ),
         micro_batch=args.micro_batch, optimizer=args.optimizer,
     )

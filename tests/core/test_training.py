@@ -209,3 +209,38 @@ def test_package_cap_limits_any_one_package():
     assert max(share.values()) <= 0.05 + 1e-9
     assert abs(w[0] / w[1] - 50 / 30) < 1e-9  # proportional to size inside a package
     assert capped_weights([1.0, 2.0], ["a", "b"], 0.05) == [0.5, 0.5]  # too few groups: equal
+
+
+def test_mix_gives_a_directory_its_share_of_the_samples(tmp_path):
+    from diffusion_core.data import mixed_weights
+
+    big, small = tmp_path / "big", tmp_path / "small"
+    paths = [str(big / f"p{i}" / "m.py") for i in range(4)] + [str(small / "q" / "m.py")]
+    sizes = [100.0, 100.0, 100.0, 100.0, 1.0]
+    groups = [f"p{i}" for i in range(4)] + ["q"]
+    w = mixed_weights(sizes, paths, groups, 0.0, ((str(small), 0.3),))
+    assert abs(sum(w) - 1) < 1e-9
+    assert abs(w[4] - 0.3) < 1e-9  # one small file, yet 30% of the draws
+    assert all(abs(x - 0.7 / 4) < 1e-9 for x in w[:4])
+    assert mixed_weights(sizes, paths, groups, 0.0, ()) == sizes  # no mix: size-weighted
+    with pytest.raises(ValueError, match="no training files"):
+        mixed_weights(sizes, paths, groups, 0.0, ((str(tmp_path / "none"), 0.2),))
+    with pytest.raises(ValueError, match="sum to at most 1"):
+        mixed_weights(sizes, paths, groups, 0.0, ((str(small), 0.7), (str(big), 0.6)))
+
+
+def test_mix_directories_are_read_and_recorded(tmp_path):
+    import argparse
+
+    from lsp_server import cmd_train
+
+    p = argparse.ArgumentParser()
+    cmd_train.add_arguments(p)
+    extra = tmp_path / "extra"
+    args = p.parse_args([str(tmp_path / "lib"), "--out", "o", "--mix", f"{extra}=0.25"])
+    assert args.mix == [(str(extra), 0.25)]
+    assert cmd_train._with_mix_dirs(args.data_dirs, args.mix) == (str(tmp_path / "lib"), str(extra))
+    assert cmd_train._with_mix_dirs([str(tmp_path)], args.mix) == (str(tmp_path),)  # already under it
+    for bad in ("0.3", f"{extra}=1.5", f"{extra}=x"):
+        with pytest.raises(SystemExit):
+            p.parse_args([str(tmp_path), "--out", "o", "--mix", bad])
