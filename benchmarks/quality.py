@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--next-line", type=int, default=300, help="held-out next-line positions")
     p.add_argument("--mid-line", type=int, default=300,
                    help="held-out cursor positions inside a line (the rest of the line is the answer)")
+    p.add_argument("--dev-lines", type=int, default=0, metavar="N",
+                   help="HumanEval-shaped single-line holes in small documented held-out functions, "
+                        "scored by exact match: a dev set to pick checkpoints by (default 0: skip)")
     p.add_argument("--repair", type=int, default=200, help="held-out functions for each repair test")
     p.add_argument("--check", type=int, default=60,
                    help="held-out functions for the check rows (syntax error and misspelt-name "
@@ -202,6 +205,53 @@ def functions(texts: list[str], max_lines: int = 25) -> list[tuple[str, str, str
     return out
 
 
+def documented_functions(texts: list[str], max_lines: int = 30) -> list[tuple[str, list[str], int]]:
+    """(file text before, lines, first body line after the docstring) of small top-level
+    functions of held-out files that open with a docstring: the shape of a HumanEval problem."""
+    out = []
+    for t in texts:
+        try:
+            tree = ast.parse(t)
+        except SyntaxError:
+            continue
+        lines = t.splitlines(keepends=True)
+        for node in tree.body:
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or not node.end_lineno:
+                continue
+            doc = node.body[0] if node.body else None
+            if not (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)
+                    and isinstance(doc.value.value, str) and doc.end_lineno and len(node.body) > 1):
+                continue
+            a, b = node.lineno - 1 - len(node.decorator_list), node.end_lineno
+            if b - a <= max_lines:
+                out.append(("".join(lines[:a]), lines[a:b], doc.end_lineno - a))
+    return out
+
+
+def dev_line_scores(engine: Engine, texts: list[str], n: int, rng: random.Random) -> dict:
+    """HumanEval-shaped holes from held-out code, for choosing between checkpoints without
+    touching the test tasks: one whole line of the body of a small documented function,
+    the file up to it as the prefix and the rest of the function as the suffix (as
+    HumanEval's single-line infilling gives the prompt, with its imports and helpers, and
+    the rest of the solution),
+    decoded exactly as `humaneval_scores` does. Held-out code has no tests, so the score is
+    the exact match of the stripped line (about three quarters of HumanEval's passes are
+    exact matches for our models)."""
+    funcs = documented_functions(texts)
+    hits = total = 0
+    for _ in range(n * 5):
+        if total >= n or not funcs:
+            break
+        before, lines, body = rng.choice(funcs)
+        i = rng.randrange(body, len(lines))
+        if not lines[i].strip():
+            continue
+        c, *_ = complete_line(engine, before + "".join(lines[:i]), "".join(lines[i + 1 :]), True)
+        hits += c.strip() == lines[i].strip()
+        total += 1
+    return {"holes": total, "functions": len(funcs), "exact_match": hits / max(1, total)}
+
+
 def _token_edits(engine: Engine, src: str, k: int, rng: random.Random) -> str:
     ids = engine.tokenizer.encode(src)
     vocab = [i for i in range(engine.tokenizer.vocab_size) if i not in engine.tokenizer.special_ids]
@@ -271,6 +321,9 @@ def evaluate(engine: Engine, args, texts: list[str], log, repair: bool) -> dict:
         log(f"  multi-line pass@1 {r['humaneval_multi_line']['pass@1']:.3f}")
     if args.next_line and texts:
         r["next_line"] = next_line_scores(engine, texts, args.next_line, random.Random(args.seed))
+    if args.dev_lines and texts:
+        r["dev_lines"] = dev_line_scores(engine, texts, args.dev_lines, random.Random(f"{args.seed}/dev"))
+        log(f"  dev lines exact {r['dev_lines']['exact_match']:.3f} ({r['dev_lines']['holes']} holes)")
     if args.mid_line and texts:
         r["mid_line"] = mid_line_scores(engine, texts, args.mid_line, random.Random(f"{args.seed}/mid"))
     if repair and args.repair and texts:
@@ -309,6 +362,7 @@ def table(report: dict) -> str:
         ("HumanEval single-line pass@1", ("humaneval_single_line", "pass@1")),
         ("HumanEval single-line exact match", ("humaneval_single_line", "exact_match")),
         ("HumanEval multi-line pass@1", ("humaneval_multi_line", "pass@1")),
+        ("dev: documented-function line exact (held-out)", ("dev_lines", "exact_match")),
         ("held-out next-line exact match", ("next_line", "exact_match")),
         ("held-out mid-line: rest of line exact", ("mid_line", "exact_match")),
         ("held-out mid-line: useful (a start of the rest)", ("mid_line", "useful")),

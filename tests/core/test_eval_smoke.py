@@ -41,7 +41,7 @@ def _eval(src, model, *extra: str) -> int:
     n = "1" if (humaneval.eval_dir() / humaneval.FILES["single_line"]).exists() else "0"
     return main(["eval", "--model", str(model), "--heldout-dirs", str(src), "--single-line", n,
                  "--multi-line", "0", "--next-line", "3", "--mid-line", "4", "--repair", "2", "--check", "2",
-                 "--check-clean-files", "1", *extra])
+                 "--check-clean-files", "1", "--dev-lines", "3", *extra])
 
 
 def test_ar_alone_then_merged_beside_the_diffusion_model(setup):
@@ -57,6 +57,8 @@ def test_ar_alone_then_merged_beside_the_diffusion_model(setup):
     assert mid["min_prob"] == 0.1 and mid["empty"] <= mid["shown_empty"] <= 1
     assert 0 <= mid["shown_exact_match"] <= mid["shown_useful"] + mid["shown_empty"] <= 1
     assert ar_report["sampler"]["token_healing"] is True
+    dev = ar_report["models"]["ar"]["dev_lines"]  # HumanEval-shaped holes from held-out code
+    assert dev["holes"] == 3 and dev["functions"] >= 1 and 0 <= dev["exact_match"] <= 1
     assert _eval(src, diffusion, "--merge", str(d / "ar.json"), "--json", str(d / "both.json"),
                  "--markdown", str(d / "both.md"), "--fallback", "confident", "--no-token-healing") == 0
     both = json.loads((d / "both.json").read_text())
@@ -89,3 +91,13 @@ def test_bad_combinations_are_usage_errors(setup, tmp_path):
     (tmp_path / "junk.json").write_text("[1, 2]")
     with pytest.raises(SystemExit, match="not an eval report"):
         _eval(src, diffusion, "--merge", str(tmp_path / "junk.json"))
+
+
+def test_dev_holes_come_from_documented_function_bodies():
+    from dlsp_benchmarks.quality import documented_functions
+
+    text = FUNC.format(i=1) + "\n\ndef g(x):\n    return x\n\n\ndef h():\n    \"\"\"Only a docstring.\"\"\"\n"
+    found = documented_functions([text, "def broken(:\n"])
+    assert len(found) == 1  # g has no docstring, h has no body, the second file does not parse
+    before, lines, body = found[0]
+    assert lines[0].startswith("def f_1") and lines[body].strip() == "out = []" and before == ""
