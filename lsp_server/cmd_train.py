@@ -60,6 +60,34 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """What an example looks like and where it comes from (the DataConfig fields)."""
+    d = DataConfig()
+    p.add_argument("--max-prefix", type=int, default=d.max_prefix, metavar="TOKENS",
+                   help=f"longest prefix context of an example (default {d.max_prefix})")
+    p.add_argument("--max-suffix", type=int, default=d.max_suffix, metavar="TOKENS",
+                   help=f"longest suffix context of an example (default {d.max_suffix})")
+    p.add_argument("--block-sizes", type=_ints, default=d.block_sizes, metavar="N,N,...",
+                   help="block sizes drawn per example (default "
+                        f"{','.join(map(str, d.block_sizes))})")
+    p.add_argument("--package-cap", type=float, default=d.package_cap, metavar="SHARE",
+                   help=f"most any one top-level package may be of the sampled data (default {d.package_cap})")
+    p.add_argument("--mix", action="append", type=_mix, default=[], metavar="DIR=SHARE",
+                   help="files under DIR get SHARE of the sampled data, the rest of the corpus what "
+                        "is left (repeatable; DIR is read as a data directory too)")
+    p.add_argument("--syntax-edits", type=float, default=d.p_syntax_edit, metavar="SHARE",
+                   help="share of stage-2 edit examples corrupted by one realistic syntax edit "
+                        "(missing colon, extra paren, misspelt keyword...) instead of random "
+                        f"token edits (default {d.p_syntax_edit})")
+    p.add_argument("--ar-weight", type=float, default=d.ar_weight,
+                   help=f"joint: weight of the next-token loss (default {d.ar_weight})")
+    p.add_argument("--diffusion-weight", type=float, default=d.diffusion_weight,
+                   help=f"joint: weight of the block-diffusion loss (default {d.diffusion_weight})")
+    p.add_argument("--noisy-context-tokens", type=int, default=d.noisy_context_tokens, metavar="N",
+                   help="joint: context tokens (whole blocks) also noised besides the middle "
+                        f"(default {d.noisy_context_tokens}; -1 all)")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data_dirs", nargs="+", help="directories of Python source to train on")
     p.add_argument("--out", required=True, help="run directory: checkpoint/, model/, logs")
@@ -90,30 +118,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--micro-batch", type=int, default=0, metavar="N",
                    help="examples per forward pass, gradients accumulated over the step "
                         "(default 0: one on CPU, which pads nothing, the whole batch on GPU)")
-    d = DataConfig()
-    p.add_argument("--max-prefix", type=int, default=d.max_prefix, metavar="TOKENS",
-                   help=f"longest prefix context of an example (default {d.max_prefix})")
-    p.add_argument("--max-suffix", type=int, default=d.max_suffix, metavar="TOKENS",
-                   help=f"longest suffix context of an example (default {d.max_suffix})")
-    p.add_argument("--block-sizes", type=_ints, default=d.block_sizes, metavar="N,N,...",
-                   help="block sizes drawn per example (default "
-                        f"{','.join(map(str, d.block_sizes))})")
-    p.add_argument("--package-cap", type=float, default=d.package_cap, metavar="SHARE",
-                   help=f"most any one top-level package may be of the sampled data (default {d.package_cap})")
-    p.add_argument("--mix", action="append", type=_mix, default=[], metavar="DIR=SHARE",
-                   help="files under DIR get SHARE of the sampled data, the rest of the corpus what "
-                        "is left (repeatable; DIR is read as a data directory too)")
-    p.add_argument("--syntax-edits", type=float, default=d.p_syntax_edit, metavar="SHARE",
-                   help="share of stage-2 edit examples corrupted by one realistic syntax edit "
-                        "(missing colon, extra paren, misspelt keyword...) instead of random "
-                        f"token edits (default {d.p_syntax_edit})")
-    p.add_argument("--ar-weight", type=float, default=d.ar_weight,
-                   help=f"joint: weight of the next-token loss (default {d.ar_weight})")
-    p.add_argument("--diffusion-weight", type=float, default=d.diffusion_weight,
-                   help=f"joint: weight of the block-diffusion loss (default {d.diffusion_weight})")
-    p.add_argument("--noisy-context-tokens", type=int, default=d.noisy_context_tokens, metavar="N",
-                   help="joint: context tokens (whole blocks) also noised besides the middle "
-                        f"(default {d.noisy_context_tokens}; -1 all)")
+    _add_data_arguments(p)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--max-minutes", type=float, help="stop (after a checkpoint) after this many minutes; rerun to resume")
     p.add_argument("--exclude", action="append", default=[],
