@@ -188,9 +188,9 @@ def mid_line_scores(engine: Engine, texts: list[str], n: int, rng: random.Random
             "ms_per_line": ms / d}
 
 
-def functions(texts: list[str], max_lines: int = 25) -> list[tuple[str, str, str]]:
-    """(prefix, function source, suffix) for small top-level functions of held-out files."""
-    out = []
+def _top_level_functions(texts: list[str]):
+    """(lines of the file, function node, first line, end line) of each parsing file's
+    top-level functions, decorators included."""
     for t in texts:
         try:
             tree = ast.parse(t)
@@ -199,32 +199,25 @@ def functions(texts: list[str], max_lines: int = 25) -> list[tuple[str, str, str
         lines = t.splitlines(keepends=True)
         for node in tree.body:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno:
-                a, b = node.lineno - 1 - len(node.decorator_list), node.end_lineno
-                if 3 <= b - a <= max_lines:
-                    out.append(("".join(lines[:a]), "".join(lines[a:b]), "".join(lines[b:])))
-    return out
+                yield lines, node, node.lineno - 1 - len(node.decorator_list), node.end_lineno
+
+
+def functions(texts: list[str], max_lines: int = 25) -> list[tuple[str, str, str]]:
+    """(prefix, function source, suffix) for small top-level functions of held-out files."""
+    return [("".join(lines[:a]), "".join(lines[a:b]), "".join(lines[b:]))
+            for lines, _, a, b in _top_level_functions(texts) if 3 <= b - a <= max_lines]
 
 
 def documented_functions(texts: list[str], max_lines: int = 30) -> list[tuple[str, list[str], int]]:
     """(file text before, lines, first body line after the docstring) of small top-level
     functions of held-out files that open with a docstring: the shape of a HumanEval problem."""
     out = []
-    for t in texts:
-        try:
-            tree = ast.parse(t)
-        except SyntaxError:
-            continue
-        lines = t.splitlines(keepends=True)
-        for node in tree.body:
-            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or not node.end_lineno:
-                continue
-            doc = node.body[0] if node.body else None
-            if not (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)
-                    and isinstance(doc.value.value, str) and doc.end_lineno and len(node.body) > 1):
-                continue
-            a, b = node.lineno - 1 - len(node.decorator_list), node.end_lineno
-            if b - a <= max_lines:
-                out.append(("".join(lines[:a]), lines[a:b], doc.end_lineno - a))
+    for lines, node, a, b in _top_level_functions(texts):
+        doc = node.body[0] if node.body else None
+        if (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)
+                and isinstance(doc.value.value, str) and doc.end_lineno and len(node.body) > 1
+                and b - a <= max_lines):
+            out.append(("".join(lines[:a]), lines[a:b], doc.end_lineno - a))
     return out
 
 
