@@ -226,8 +226,7 @@ def dev_line_scores(engine: Engine, texts: list[str], n: int, rng: random.Random
     touching the test tasks: one whole line of the body of a small documented function,
     the file up to it as the prefix and the rest of the function as the suffix (as
     HumanEval's single-line infilling gives the prompt, with its imports and helpers, and
-    the rest of the solution),
-    decoded exactly as `humaneval_scores` does. Held-out code has no tests, so the score is
+    the rest of the solution), decoded exactly as `humaneval_scores` does. Held-out code has no tests, so the score is
     the exact match of the stripped line (about three quarters of HumanEval's passes are
     exact matches for our models)."""
     funcs = documented_functions(texts)

@@ -26,9 +26,14 @@ from diffusion_core.tokenizer import CodeTokenizer
 MAX_FILE_BYTES = 1_000_000
 
 
+def is_under(path: str | Path, root: str | Path) -> bool:
+    """Whether `path` is `root` or inside it, both resolved (symlinks followed)."""
+    rp, rr = Path(path).resolve(), Path(root).resolve()
+    return rp == rr or rr in rp.parents
+
+
 def _forbidden(path: Path, forbidden: list[Path]) -> bool:
-    rp = path.resolve()
-    return any(rp == f or f in rp.parents for f in forbidden)
+    return any(is_under(path, f) for f in forbidden)
 
 
 def list_source_files(
@@ -145,11 +150,7 @@ def mixed_weights(
     shares = [float(share) for _, share in mix]
     if min(shares) <= 0 or sum(shares) > 1 + 1e-9:
         raise ValueError(f"mix shares must be positive and sum to at most 1, got {shares}")
-    roots = [Path(d).resolve() for d, _ in mix]
-    part = []
-    for p in paths:
-        rp = Path(p).resolve()
-        part.append(next((i for i, r in enumerate(roots) if r == rp or r in rp.parents), -1))
+    part = [next((i for i, (d, _) in enumerate(mix) if is_under(p, d)), -1) for p in paths]
     rest = 1.0 - sum(shares)
     out = [0.0] * len(sizes)
     for i in [*range(len(mix)), -1]:

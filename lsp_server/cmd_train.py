@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import get_args
 
-from diffusion_core.data import DataConfig
+from diffusion_core.data import DataConfig, is_under
 from diffusion_core.posttrain.config import VERIFIERS
 from diffusion_core.posttrain.examples import Weighting
 from diffusion_core.train import PRESETS, CheckpointMismatch, OptimizerName, TrainConfig, train
@@ -150,9 +150,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _with_mix_dirs(data_dirs: list[str], mix: list[tuple[str, float]]) -> tuple[str, ...]:
     """The data directories plus each mix directory not already under one of them."""
-    roots = [Path(d).resolve() for d in data_dirs]
-    extra = [d for d, _ in mix
-             if not any(r == Path(d).resolve() or r in Path(d).resolve().parents for r in roots)]
+    extra = [d for d, _ in mix if not any(is_under(d, r) for r in data_dirs)]
     return tuple(data_dirs) + tuple(dict.fromkeys(extra))
 
 
