@@ -22,6 +22,7 @@ from diffusion_core.errors import MAX_REPAIR_TOKENS
 from diffusion_core.healing import Healing, TokenHealer
 from diffusion_core.kv_cache import KVCache
 from diffusion_core.layout import Window, build_context, reusable_prefix
+from diffusion_core.rerank import RERANK_TAIL, Candidate, rerank_lines
 from diffusion_core.sampler import (
     CancelFn,
     Cancelled,
@@ -269,6 +270,28 @@ class Engine:
             reused_tokens=reuse,
             encoded_tokens=len(target) - reuse,
             total_ms=(time.perf_counter() - t0) * 1000,
+        )
+
+    def rerank_line(
+        self, prefix: str, suffix: str, greedy_line: str, *, k: int, max_tokens: int,
+        inserts_line_break: bool = False, cancel: CancelFn | None = None,
+    ) -> list[Candidate]:
+        """Candidate lines at the cursor, best first (`diffusion_core.rerank`): `greedy_line`
+        (what `infill` wrote, up to its line break) and `k` branches from the most likely
+        first tokens, scored by the infill and by the suffix read after them.
+        `inserts_line_break`: the completion ends with its own line break (a whole new line
+        before the suffix, as HumanEval's holes); else the suffix follows the line directly."""
+        if not self.model.cfg.has_causal_path:
+            raise ValueError("reranking needs a model with a causal path (kind ar or joint)")
+        healed = self.healing(prefix)
+        tok, sp = self.tokenizer, self.special
+        pre = tok.encode(healed.prefix)
+        pre = pre[-self.window.max_prefix :] if self.window.max_prefix else []
+        return rerank_lines(
+            self.model, tok, infill_context=self.infill_context(prefix, suffix),
+            plain_prompt=[sp.suf, sp.pre, *pre], removed=healed.removed,
+            tail=tok.encode(("\n" if inserts_line_break else "") + suffix[: 8 * RERANK_TAIL])[:RERANK_TAIL],
+            lines=[greedy_line.split("\n")[0]], k=k, max_tokens=max_tokens, cancel=cancel,
         )
 
     def repair(
