@@ -64,6 +64,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from dlsp_benchmarks.options import add_decoder_arguments
 
     add_decoder_arguments(p)
+    p.add_argument("--rerank", type=int, default=0, metavar="K",
+                   help="HumanEval single-line holes: rerank the greedy line and K branches from the "
+                        "most likely first tokens by the infill and the suffix read after them "
+                        "(diffusion_core/rerank.py; models with a causal path; default 0: greedy)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", dest="json_out", help="write the report as JSON to this file")
     p.add_argument("--markdown", help="write the report table as Markdown to this file")
@@ -73,20 +77,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # -- jobs ---------------------------------------------------------------------------------
-def complete_line(engine: Engine, prefix: str, suffix: str, single: bool) -> tuple[str, int, float, int]:
-    """(completion, tokens, ms, forward passes) of one HumanEval hole."""
+def complete_line(engine: Engine, prefix: str, suffix: str, single: bool,
+                  rerank: int = 0) -> tuple[str, int, float, int]:
+    """(completion, tokens, ms, forward passes) of one HumanEval hole; `rerank` K > 0: the
+    best of the greedy line and K branches (single-line holes; tokens, ms and forward passes
+    are the greedy infill's, the reranking's cost is not in them)."""
     out = engine.infill(prefix, suffix, max_tokens=48 if single else 160, stop_at_newline=False)
     text = out.text
     if single and "\n" in text:
         text = text[: text.index("\n") + 1]
+    if single and rerank:
+        best = engine.rerank_line(prefix, suffix, text, k=rerank, max_tokens=48, inserts_line_break=True)[0]
+        text = best.text + "\n"
     return text, len(out.tokens), out.total_ms, out.stats.steps
 
 
-def humaneval_scores(engine: Engine, kind: str, limit: int, log) -> dict:
+def humaneval_scores(engine: Engine, kind: str, limit: int, log, rerank: int = 0) -> dict:
     tasks = humaneval.load_tasks(kind, limit)
     comps, toks, ms, steps = [], 0, 0.0, 0
     for i, t in enumerate(tasks):
-        c, n, dt, k = complete_line(engine, t.prompt, t.suffix, kind == "single_line")
+        c, n, dt, k = complete_line(engine, t.prompt, t.suffix, kind == "single_line", rerank)
         comps.append(c)
         toks, ms, steps = toks + n, ms + dt, steps + k
         if (i + 1) % 100 == 0:
@@ -306,7 +316,10 @@ def evaluate(engine: Engine, args, texts: list[str], log, repair: bool) -> dict:
     r: dict = {"model": str(engine.loaded.path), "kind": engine.model.cfg.kind,
                "parameters": engine.model.num_parameters()}
     if args.single_line:
-        r["humaneval_single_line"] = humaneval_scores(engine, "single_line", args.single_line, log)
+        r["humaneval_single_line"] = humaneval_scores(engine, "single_line", args.single_line, log,
+                                                      getattr(args, "rerank", 0))
+        if getattr(args, "rerank", 0):
+            r["humaneval_single_line"]["rerank"] = args.rerank
         log(f"  single-line pass@1 {r['humaneval_single_line']['pass@1']:.3f}")
     if args.multi_line:
         r["humaneval_multi_line"] = humaneval_scores(engine, "multi_line", args.multi_line, log)
