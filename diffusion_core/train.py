@@ -404,6 +404,7 @@ def prepare_tokenizer(cfg: TrainConfig, train_texts: list[str], out: Path) -> Co
 def train(cfg: TrainConfig, *, device: str | None = None, max_seconds: float | None = None,
           progress: bool = True, log=print) -> dict:
     """Train (or resume) into cfg.out_dir; returns the final state record."""
+    owns_group = dist.is_available() and not dist.is_initialized()  # under torchrun: we start it
     rank, world, local_rank = _dist()
     dev = torch.device(device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
     out = Path(cfg.out_dir)
@@ -502,6 +503,10 @@ def train(cfg: TrainConfig, *, device: str | None = None, max_seconds: float | N
         export(model, tok, out / "model", cfg, state, corpus)
     if world > 1:
         dist.barrier()
+        if owns_group:
+            # without this, gloo's threads can still be running at interpreter exit and a
+            # rank aborts ("terminate called without an active exception")
+            dist.destroy_process_group()
     return state
 
 
