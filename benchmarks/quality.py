@@ -316,9 +316,8 @@ def evaluate(engine: Engine, args, texts: list[str], log, repair: bool) -> dict:
     r: dict = {"model": str(engine.loaded.path), "kind": engine.model.cfg.kind,
                "parameters": engine.model.num_parameters()}
     if args.single_line:
-        r["humaneval_single_line"] = humaneval_scores(engine, "single_line", args.single_line, log,
-                                                      getattr(args, "rerank", 0))
-        if getattr(args, "rerank", 0):
+        r["humaneval_single_line"] = humaneval_scores(engine, "single_line", args.single_line, log, args.rerank)
+        if args.rerank:
             r["humaneval_single_line"]["rerank"] = args.rerank
         log(f"  single-line pass@1 {r['humaneval_single_line']['pass@1']:.3f}")
     if args.multi_line:

@@ -284,13 +284,10 @@ class Engine:
         if not self.model.cfg.has_causal_path:
             raise ValueError("reranking needs a model with a causal path (kind ar or joint)")
         healed = self.healing(prefix)
-        tok, sp = self.tokenizer, self.special
-        pre = tok.encode(healed.prefix)
-        pre = pre[-self.window.max_prefix :] if self.window.max_prefix else []
+        plain, tail = self.rank_context(healed.prefix, ("\n" if inserts_line_break else "") + suffix, RERANK_TAIL)
         return rerank_lines(
-            self.model, tok, infill_context=self.infill_context(prefix, suffix),
-            plain_prompt=[sp.suf, sp.pre, *pre], removed=healed.removed,
-            tail=tok.encode(("\n" if inserts_line_break else "") + suffix[: 8 * RERANK_TAIL])[:RERANK_TAIL],
+            self.model, self.tokenizer, infill_context=self.infill_context(prefix, suffix),
+            plain_prompt=plain, removed=healed.removed, tail=tail,
             lines=[greedy_line.split("\n")[0]], k=k, max_tokens=max_tokens, cancel=cancel,
         )
 

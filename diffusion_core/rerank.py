@@ -111,7 +111,7 @@ def rerank_lines(
     firsts = []
     if k > 0:
         top = causal_next_tokens(model, infill_context, [], [0], k=max(8 * k, 64), exclude=tuple(special))[0]
-        firsts = [t for t, _ in top if decode([t]).startswith(removed) and len(decode([t])) >= len(removed)][:k]
+        firsts = [t for t, _ in top if decode([t]).startswith(removed)][:k]
     branches = branch_continuations(
         model, infill_context, firsts, max_tokens=max_tokens,
         done=lambda ids: "\n" in decode(ids)[len(removed):], exclude=special, cancel=cancel,
