@@ -22,7 +22,7 @@ from diffusion_core.errors import MAX_REPAIR_TOKENS
 from diffusion_core.healing import Healing, TokenHealer
 from diffusion_core.kv_cache import KVCache
 from diffusion_core.layout import Window, build_context, reusable_prefix
-from diffusion_core.rerank import RERANK_TAIL, Candidate, rerank_lines
+from diffusion_core.rerank import Candidate, rerank_lines
 from diffusion_core.sampler import (
     CancelFn,
     Cancelled,
@@ -284,7 +284,7 @@ class Engine:
         if not self.model.cfg.has_causal_path:
             raise ValueError("reranking needs a model with a causal path (kind ar or joint)")
         healed = self.healing(prefix)
-        plain, tail = self.rank_context(healed.prefix, ("\n" if inserts_line_break else "") + suffix, RERANK_TAIL)
+        plain, tail = self.rank_context(healed.prefix, ("\n" if inserts_line_break else "") + suffix)
         return rerank_lines(
             self.model, self.tokenizer, infill_context=self.infill_context(prefix, suffix),
             plain_prompt=plain, removed=healed.removed, tail=tail,

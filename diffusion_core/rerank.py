@@ -28,8 +28,6 @@ from diffusion_core.masks import causal_mask
 from diffusion_core.sampler import CancelFn, _check
 from diffusion_core.scoring import _expand, causal_next_tokens, causal_sequence_scores
 
-RERANK_TAIL = 32  # suffix tokens read after each candidate
-
 
 @dataclass(frozen=True)
 class Candidate:
