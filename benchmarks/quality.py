@@ -87,7 +87,8 @@ def complete_line(engine: Engine, prefix: str, suffix: str, single: bool,
     if single and "\n" in text:
         text = text[: text.index("\n") + 1]
     if single and rerank:
-        best = engine.rerank_line(prefix, suffix, text, k=rerank, max_tokens=48, inserts_line_break=True)[0]
+        best = engine.rerank_line(prefix, suffix, text, k=rerank, max_tokens=48, inserts_line_break=True,
+                                  after=out)[0]
         text = best.text + "\n"
     return text, len(out.tokens), out.total_ms, out.stats.steps
 
@@ -104,6 +105,8 @@ def humaneval_scores(engine: Engine, kind: str, limit: int, log, rerank: int = 0
     rate, ok = humaneval.pass_rate(tasks, comps)
     exact = sum(c.strip() == t.canonical_solution.strip() for c, t in zip(comps, tasks, strict=True))
     return {"tasks": len(tasks), "pass@1": rate, "exact_match": exact / len(tasks),
+            # which tasks passed: two runs (or a run and a subset of it) compare task by task
+            "passed_tasks": [t.task_id for t, good in zip(tasks, ok, strict=True) if good],
             "tokens": toks, "tok_per_s": toks / (ms / 1000) if ms else 0.0,
             # denoising steps, or forward passes of draft and verify: tokens written per pass
             "steps": steps, "tokens_per_step": toks / steps if steps else None}

@@ -275,20 +275,30 @@ class Engine:
     def rerank_line(
         self, prefix: str, suffix: str, greedy_line: str, *, k: int, max_tokens: int,
         inserts_line_break: bool = False, cancel: CancelFn | None = None,
+        sampler: SamplerConfig | None = None, after: InfillOutput | None = None,
     ) -> list[Candidate]:
         """Candidate lines at the cursor, best first (`diffusion_core.rerank`): `greedy_line`
         (what `infill` wrote, up to its line break) and `k` branches from the most likely
-        first tokens, scored by the infill and by the suffix read after them.
+        starts of the line, scored by the infill and by the suffix read after them.
         `inserts_line_break`: the completion ends with its own line break (a whole new line
-        before the suffix, as HumanEval's holes); else the suffix follows the line directly."""
+        before the suffix, as HumanEval's holes); else the suffix follows the line directly.
+        `after`: the `infill` of this hole with this sampler; the context cache it left is
+        reused (when its ids start the context, as they do), so the context is not encoded
+        again."""
         if not self.model.cfg.has_causal_path:
             raise ValueError("reranking needs a model with a causal path (kind ar or joint)")
-        healed = self.healing(prefix)
+        healed = self.healing(prefix, sampler)
         plain, tail = self.rank_context(healed.prefix, ("\n" if inserts_line_break else "") + suffix)
+        ids = self.infill_context(prefix, suffix, sampler=sampler)
+        cache = None
+        if after is not None and after.context_ids == ids[: len(after.context_ids)] \
+                and after.context_cache.length <= len(after.context_ids):
+            cache = after.context_cache
         return rerank_lines(
-            self.model, self.tokenizer, infill_context=self.infill_context(prefix, suffix),
+            self.model, self.tokenizer, infill_context=ids,
             plain_prompt=plain, removed=healed.removed, tail=tail,
             lines=[greedy_line.split("\n")[0]], k=k, max_tokens=max_tokens, cancel=cancel,
+            context_cache=cache,
         )
 
     def repair(

@@ -20,7 +20,7 @@ import torch
 
 from diffusion_core.kv_cache import KVCache
 from diffusion_core.masks import causal_mask
-from diffusion_core.sampler import _check
+from diffusion_core.sampler import _check, causal_after_cache
 
 DEFAULT_BATCH = 8
 
@@ -156,49 +156,94 @@ def causal_token_scores(
     return CausalScores(own, other)
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """A prompt read by the causal path: what every continuation of it starts from."""
+
+    cache: KVCache  # (1, H_kv, S, D) per layer, S = len(prompt)
+    next_log_probs: torch.Tensor  # (V,): log p(next token | prompt), float32
+
+
 @torch.inference_mode()
-def causal_sequence_scores(
-    model, prompt: list[int], variants: list[list[int]], tail: list[int],
-    batch: int = DEFAULT_BATCH, cancel=None,
-) -> list[float]:
-    """For each variant v: log p(v + tail | prompt) under the causal path (the tail, the
-    text after the variable part, lets right context vote: comparable within one call).
-    The prompt is encoded once (causal mask) into a cache that every variant reads;
-    variants go through in batches, padded at the end (causal rows never see padding).
-    `cancel`: checked before every forward pass (raises `sampler.Cancelled`)."""
+def encode_causal(model, prompt: list[int], cache: KVCache | None = None, cancel=None) -> Encoded:
+    """Encode `prompt` with the causal mask, keeping its last row's next-token log-probs.
+
+    `cache`: the causal keys/values of prompt[:cache.length] (an infill's context cache,
+    `Engine.infill`'s `context_cache`), so only the rest is encoded; the caller vouches
+    that it holds those tokens. A cache of the whole prompt is cut back by one token: the
+    last row is needed for its logits."""
     if not model.cfg.has_causal_path:
         raise ValueError("causal scores need a model with a causal path (kind ar or joint)")
     if not prompt:
         raise ValueError("the prompt must hold at least one token")
     device = next(model.parameters()).device
     _check(cancel)
-    p = torch.tensor([prompt], device=device)  # (1, S)
-    n_p = p.shape[1]
-    last = torch.zeros(1, n_p, dtype=torch.bool, device=device)
-    last[0, -1] = True  # the prompt's last row predicts each variant's first token
-    o = model(p, torch.arange(n_p, device=device)[None], causal_mask(n_p, device)[None],
-              model.empty_cache(), select=last)
-    first = torch.log_softmax(o.logits.float(), dim=-1)[0]  # (V,)
-    cache = model.empty_cache().extend(o.kv)
+    cache = cache if cache is not None and cache.length > 0 else model.empty_cache()
+    if cache.length > len(prompt):
+        raise ValueError(f"a cache of {cache.length} tokens for a prompt of {len(prompt)}")
+    cache = cache.truncate(min(cache.length, len(prompt) - 1))
+    m = cache.length
+    x = torch.tensor([prompt[m:]], device=device)  # (1, T)
+    t = x.shape[1]
+    last = torch.zeros(1, t, dtype=torch.bool, device=device)
+    last[0, -1] = True  # the prompt's last row predicts what follows it
+    o = model(x, torch.arange(m, m + t, device=device)[None], causal_after_cache(t, m, device)[None],
+              cache, select=last)
+    return Encoded(cache.extend(o.kv), torch.log_softmax(o.logits.float(), dim=-1)[0])
+
+
+@torch.inference_mode()
+def causal_sequence_scores(
+    model, prompt: list[int], variants: list[list[int]], tail: list[int],
+    batch: int = DEFAULT_BATCH, cancel=None, encoded: Encoded | None = None,
+) -> list[float]:
+    """For each variant v: log p(v + tail | prompt) under the causal path (the tail, the
+    text after the variable part, lets right context vote: comparable within one call).
+    The prompt is encoded once (causal mask) into a cache that every variant reads, or
+    `encoded` is that encoding already (`encode_causal(model, prompt)`); variants go
+    through in batches, padded at the end (causal rows never see padding).
+    `cancel`: checked before every forward pass (raises `sampler.Cancelled`)."""
+    if not model.cfg.has_causal_path:
+        raise ValueError("causal scores need a model with a causal path (kind ar or joint)")
+    if not prompt:
+        raise ValueError("the prompt must hold at least one token")
+    if encoded is not None and encoded.cache.length != len(prompt):
+        raise ValueError(f"an encoding of {encoded.cache.length} tokens for a prompt of {len(prompt)}")
+    device = next(model.parameters()).device
+    enc = encoded or encode_causal(model, prompt, cancel=cancel)
+    first, cache, n_p = enc.next_log_probs, enc.cache, len(prompt)  # (V,), S = n_p cached
     out: list[float] = []
     for i in range(0, len(variants), batch):
         _check(cancel)
         seqs = [[*v, *tail] for v in variants[i : i + batch]]
-        n, t = len(seqs), max(len(q) for q in seqs)
-        x = torch.zeros(n, t, dtype=torch.long, device=device)
-        for r, q in enumerate(seqs):
-            x[r, : len(q)] = torch.tensor(q, dtype=torch.long, device=device)
-        mask = torch.cat([torch.ones(t, n_p, dtype=torch.bool, device=device),
-                          causal_mask(t, device)], dim=1)  # (T, S+T)
-        pos = torch.arange(n_p, n_p + t, device=device)[None].expand(n, -1)
-        logits = model(x, pos, mask[None], _expand(cache, n)).logits.float()  # (n, T, V)
-        lp = torch.log_softmax(logits[:, :-1], dim=-1)  # row j predicts x[:, j + 1]
-        for r, q in enumerate(seqs):
+        # Packed into one batch-1 row after the prompt's cache, each sequence seeing the
+        # prompt and, causally, itself (block-diagonal mask): the prompt's keys are read
+        # in place, not copied once per variant, and there is no padding.
+        total = sum(len(q) for q in seqs)
+        if total == 0:
+            out.extend(0.0 for _ in seqs)
+            continue
+        x = torch.tensor([[t for q in seqs for t in q]], device=device)  # (1, N)
+        pos = torch.cat([torch.arange(n_p, n_p + len(q), device=device) for q in seqs])[None]  # (1, N)
+        mask = torch.zeros(total, n_p + total, dtype=torch.bool, device=device)  # (N, S+N)
+        mask[:, :n_p] = True
+        rows = torch.zeros(1, total, dtype=torch.bool, device=device)  # rows that predict a token
+        a = 0
+        for q in seqs:
+            b = a + len(q)
+            mask[a:b, n_p + a : n_p + b] = causal_mask(len(q), device)
+            rows[0, a : b - 1] = True
+            a = b
+        lp = torch.log_softmax(model(x, pos, mask[None], cache, select=rows).logits.float(), -1)  # (R, V)
+        targets = x[0][torch.roll(rows[0], 1)]  # (R,): each selected row's next token
+        own = lp.gather(-1, targets[:, None])[:, 0].tolist()  # (R,)
+        j = 0
+        for q in seqs:
             if not q:
                 out.append(0.0)
                 continue
-            rest = lp[r, : len(q) - 1].gather(-1, x[r, 1 : len(q), None]).sum()
-            out.append(float(first[q[0]] + rest))
+            out.append(float(first[q[0]]) + sum(own[j : j + len(q) - 1]))
+            j += len(q) - 1
     return out
 
 

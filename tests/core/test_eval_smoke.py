@@ -49,7 +49,9 @@ def test_ar_alone_then_merged_beside_the_diffusion_model(setup):
     assert _eval(src, ar, "--json", str(d / "ar.json"), "--rerank", "2") == 0
     ar_report = json.loads((d / "ar.json").read_text())
     if "humaneval_single_line" in ar_report["models"]["ar"]:  # HumanEval data present
-        assert ar_report["models"]["ar"]["humaneval_single_line"]["rerank"] == 2
+        single = ar_report["models"]["ar"]["humaneval_single_line"]
+        assert single["rerank"] == 2
+        assert len(single["passed_tasks"]) == round(single["pass@1"] * single["tasks"])
     assert list(ar_report["models"]) == ["ar"]
     assert "repair" not in ar_report["models"]["ar"]  # repair is a diffusion (edit-mode) job
     assert ar_report["models"]["ar"]["next_line"]["positions"] == 3
