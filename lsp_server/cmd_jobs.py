@@ -54,6 +54,12 @@ def add_complete_arguments(p: argparse.ArgumentParser) -> None:
                         "autoregressive ones, the confidence-threshold sampler for diffusion ones")
     p.add_argument("--mode", choices=["auto", "single", "multi"], default="auto",
                    help="single line, multi line, or chosen from the cursor context (default)")
+    p.add_argument("--candidates", type=int, default=0, metavar="K",
+                   help="single-line completions of joint and AR models: rank the greedy line and K "
+                        "more (continuations of the line's likely first words) by the code after the "
+                        "cursor, print the best and list the others on stderr (--json: "
+                        "\"alternatives\"); what the server does for explicit requests "
+                        "(completionCandidates); default 0: the greedy line")
 
 
 def add_repair_arguments(p: argparse.ArgumentParser) -> None:
@@ -143,7 +149,10 @@ def run_complete(args: argparse.Namespace) -> int:
                      min_prob=args.min_probability,
                      decoder=args.decoder)
     mode = None if args.mode == "auto" else args.mode
-    res = Service(engine).complete(text, offset, mode=mode)
+    if args.candidates < 0:
+        print("diffusion-lsp: --candidates must be 0 or more", file=sys.stderr)
+        return 2
+    res = Service(engine).complete(text, offset, mode=mode, rerank=args.candidates)
     if args.json:
         out = {"file": str(args.file), "line": args.line, "character": character, **res.to_json()}
         print(json.dumps(out, ensure_ascii=False, indent=2))
@@ -153,6 +162,8 @@ def run_complete(args: argparse.Namespace) -> int:
             print(f"diffusion-lsp: no completion at {args.file}:{args.line}:{character} "
                   f"({res.timings.steps} denoising steps, {res.timings.total_ms:.0f} ms)",
                   file=sys.stderr)
+        for alt in res.alternatives:
+            print(f"diffusion-lsp: also: {alt}", file=sys.stderr)
     return 0
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from diffusion_core.config import SamplerConfig
-from diffusion_core.errors import MAX_REPAIR_TOKENS
+from diffusion_core.errors import MAX_REPAIR_TOKENS, Cancelled
 from lsp_server import jobs
 from lsp_server.blocks import PYTHON, Block, enclosing_block
 from lsp_server.edits import Edit, minimal_edits, shift
@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # the engine imports torch: the server loads it in the backgr
     from diffusion_core.engine import Engine
 
 CancelFn = Callable[[], bool]
+RERANK_MAX_TOKENS = 32  # longest branch of a reranked line, in tokens (a longer one is cut)
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,13 @@ class Timings:
     reused_tokens: int = 0
     encoded_tokens: int = 0
     verified: bool = False
+    candidates: int = 0  # lines ranked for a reranked single-line completion (0: greedy)
+    rerank_ms: float = 0.0
+
 
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)
-        for k in ("total_ms", "engine_ms", "encode_ms"):
+        for k in ("total_ms", "engine_ms", "encode_ms", "rerank_ms"):
             out[k] = round(out[k], 2)
         return out
 
@@ -65,10 +69,12 @@ class Completion:
     mode: str  # jobs.SINGLE or jobs.MULTI
     raw: str  # the model output before trimming
     timings: Timings
+    # reranked single lines: the other candidates, best first (`text` is the best one)
+    alternatives: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         return {"text": self.text, "mode": self.mode, "raw": self.raw,
-                "timings": self.timings.to_json()}
+                "alternatives": list(self.alternatives), "timings": self.timings.to_json()}
 
 
 @dataclass(frozen=True)
@@ -195,10 +201,14 @@ class Service:
     def complete(
         self, text: str, offset: int, *, uri: str | None = None,
         sampler: SamplerConfig | None = None, cancel: CancelFn | None = None,
-        max_tokens: int | None = None, mode: str | None = None,
+        max_tokens: int | None = None, mode: str | None = None, rerank: int = 0,
     ) -> Completion:
         """Infill at `offset`; with a store and `uri`, reuse and update the document's block
-        KV cache. Raises diffusion_core.sampler.Cancelled."""
+        KV cache. `rerank` K > 0, a single-line completion and a model with a causal path:
+        the greedy line and K branches from the line's likely starts, ranked by the infill
+        and the suffix read after them (`Engine.rerank_line`, on the context cache the
+        infill left); the best is `text`, the others `alternatives`. A latency budget that
+        runs out while ranking keeps the greedy line. Raises diffusion_core.sampler.Cancelled."""
         t0 = time.perf_counter()
         sc = self.sampler(sampler)
         text = jobs.clean(text)
@@ -214,14 +224,47 @@ class Service:
         if store is not None:
             store.update(uri, out.context_ids, out.context_cache, sc.block_size,
                          encoded_tokens=out.encoded_tokens, reused_tokens=out.reused_tokens)
+        best = jobs.trim_completion(out.text, mode, text, offset)
+        ranked, n_ranked, rerank_ms, out_of_time = (), 0, 0.0, out.stats.out_of_time
+        if rerank > 0 and mode == jobs.SINGLE and self.engine.model.cfg.has_causal_path \
+                and not out_of_time:
+            t1 = time.perf_counter()
+            try:
+                ranked, n_ranked = self._rerank(prefix, suffix, out, text, offset, rerank, sc,
+                                                cancel, t0)
+            except Cancelled:
+                if cancel is not None and cancel():
+                    raise
+                out_of_time = True  # the budget ran out: the greedy line stands
+            rerank_ms = (time.perf_counter() - t1) * 1000
         timings = Timings(
-            total_ms=(time.perf_counter() - t0) * 1000, engine_ms=out.total_ms,
+            total_ms=(time.perf_counter() - t0) * 1000, engine_ms=out.total_ms + rerank_ms,
             steps=out.stats.steps, encode_ms=out.stats.encode_ms, tokens=len(out.tokens),
-            out_of_time=out.stats.out_of_time, reused_tokens=out.reused_tokens,
-            encoded_tokens=out.encoded_tokens,
+            out_of_time=out_of_time, reused_tokens=out.reused_tokens,
+            encoded_tokens=out.encoded_tokens, candidates=n_ranked, rerank_ms=rerank_ms,
         )
-        return Completion(jobs.trim_completion(out.text, mode, text, offset), mode, out.text,
-                          timings)
+        if ranked:
+            best, alternatives = ranked[0], ranked[1:]
+        else:
+            alternatives = ()
+        return Completion(best, mode, out.text, timings, alternatives)
+
+    def _rerank(self, prefix, suffix, out, text, offset, k, sc, cancel, t0
+                ) -> tuple[tuple[str, ...], int]:
+        """(the reranked lines as shown at `offset`: trimmed, distinct, non-empty, best
+        first; how many lines were ranked)."""
+        deadline = t0 + sc.budget_ms / 1000 if sc.budget_ms > 0 else None
+
+        def stop() -> bool:
+            return (cancel is not None and cancel()) or \
+                (deadline is not None and time.perf_counter() > deadline)
+
+        cands = self.engine.rerank_line(
+            prefix, suffix, out.text, k=k, max_tokens=RERANK_MAX_TOKENS, cancel=stop,
+            sampler=sc, after=out,
+        )
+        lines = (jobs.trim_completion(c.text, jobs.SINGLE, text, offset) for c in cands)
+        return tuple(t for t in dict.fromkeys(lines) if t.strip()), len(cands)
 
     # -- repair -------------------------------------------------------------------------
     def fits(self, block: str) -> bool:

@@ -105,6 +105,9 @@ class Settings:
     # a suggestion stops where the model's probability of it falls below this (0: never)
     min_probability: float = _setting(0.1, _float_in(0.0, 1.0))
     token_healing: bool = _setting(True, _bool)
+    # explicit requests (Ctrl-Space, an invoked inline suggestion): rank the greedy line and
+    # this many more lines by the code after the cursor and offer them best first (0: greedy)
+    completion_candidates: int = _setting(6, _int_in(0, 16))
     cache_budget_mb: float = _setting(256.0, _float_in(0.0, 1 << 20))
     cache_dir: str | None = _setting(None, _opt_str)  # None: no spill to disk
     # spill directory budget (0: no limit), oldest go first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -27,9 +28,11 @@ def documentation(ls, language: str, code: str):
     return None
 
 
-async def complete(ls, uri: str, pos: t.Position, what: str, mode: str | None = None):
+async def complete(ls, uri: str, pos: t.Position, what: str, mode: str | None = None,
+                   rerank: int = 0):
     """Run a completion job; (snapshot, offset, result) or None for "no result".
-    `mode`: jobs.SINGLE or jobs.MULTI instead of the one the cursor position implies."""
+    `mode`: jobs.SINGLE or jobs.MULTI instead of the one the cursor position implies;
+    `rerank`: candidates ranked for a single-line job (`Service.complete`)."""
     snap = ls.snapshot(uri)
     if ls.model_unavailable():
         return None
@@ -42,7 +45,7 @@ async def complete(ls, uri: str, pos: t.Position, what: str, mode: str | None = 
         if service is None:
             return None
         return service.complete(snap.text, offset, uri=uri, cancel=token,
-                                sampler=ls.sampler(service.engine), mode=mode)
+                                sampler=ls.sampler(service.engine), mode=mode, rerank=rerank)
 
     try:
         # One key per kind: automatic ghost text never supersedes a completion the user
@@ -80,7 +83,9 @@ async def complete(ls, uri: str, pos: t.Position, what: str, mode: str | None = 
     ls.log_line("info", f"[{rid}] {what} {res.mode}-line at {pos.line}:{pos.character} -> "
                 f"{len(res.text)} chars in {ms:.0f} ms (engine {tm.engine_ms:.0f} ms, "
                 f"{tm.steps} steps, reused {tm.reused_tokens} / encoded "
-                f"{tm.encoded_tokens} context tokens{', out of time' if tm.out_of_time else ''})")
+                f"{tm.encoded_tokens} context tokens"
+                + (f", {tm.candidates} lines ranked in {tm.rerank_ms:.0f} ms" if tm.candidates else "")
+                + f"{', out of time' if tm.out_of_time else ''})")
     return snap, offset, res
 
 
@@ -90,19 +95,25 @@ async def candidates(ls, uri: str, pos: t.Position, what: str, invoked: bool):
     One answer while typing. When the user asks (trigger kind Invoked: VS Code's "trigger
     inline suggestion" and its next/previous cycling, Ctrl-Space in the menu), also the
     other length: the rest of the line and the whole block (single- and multi-line mode),
-    the second decoded on the cache the first left (only the decode is paid again)."""
-    got = await complete(ls, uri, pos, what)
+    the second decoded on the cache the first left (only the decode is paid again); and
+    the single line is reranked (`completionCandidates` lines ranked by the code after the
+    cursor: the best in its place, the others after the block)."""
+    k = ls.settings.completion_candidates if invoked else 0
+    got = await complete(ls, uri, pos, what, rerank=k)
     if got is None:
         return None
     snap, offset, first = got
-    found = [first] if first.text.strip() else []
+    results = [first]
     if invoked:
         other = jobs.MULTI if first.mode == jobs.SINGLE else jobs.SINGLE
-        again = await complete(ls, uri, pos, what, mode=other)
+        again = await complete(ls, uri, pos, what, mode=other, rerank=k)
         if again is not None and again[0].version == snap.version:
-            alt = again[2]
-            if alt.text.strip() and all(alt.text != r.text for r in found):
-                found.append(alt)
+            results.append(again[2])
+    found = []
+    for res in [*results, *(dataclasses.replace(r, text=a, alternatives=())
+                            for r in results for a in r.alternatives)]:
+        if res.text.strip() and all(res.text != f.text for f in found):
+            found.append(res)
     return (snap, offset, found) if found else None
 
 

@@ -117,3 +117,21 @@ def test_quantize_int8_runs_on_the_cpu_and_is_refused_clearly_elsewhere(tmp_path
     assert s.quantize == "int8" and problems == []
     s, problems = parse_settings({"quantize": "fp4"})
     assert s.quantize == "none" and any("quantize" in p for p in problems)
+
+
+def test_complete_with_candidates_ranks_the_line_and_lists_the_others(tmp_path):
+    joint = make_tiny_model_dir(tmp_path / "joint", kind="joint")
+    f = tmp_path / "a.py"
+    f.write_text(SOURCE)
+    args = ("complete", str(f), "--line", "5", "--character", "14", "--mode", "single",
+            "--model", str(joint), "--min-probability", "0", "--no-token-healing")
+    r = cli(*args, "--candidates", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["timings"]["candidates"] >= 2 and isinstance(out["alternatives"], list)
+    assert out["text"] not in out["alternatives"]
+    text = cli(*args, "--candidates", "3")
+    assert text.returncode == 0 and text.stdout.rstrip("\n") == out["text"]
+    assert text.stderr.count("diffusion-lsp: also: ") == len(out["alternatives"])
+    bad = cli(*args, "--candidates", "-1")
+    assert bad.returncode == 2 and "--candidates" in bad.stderr

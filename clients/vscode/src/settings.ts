@@ -18,6 +18,7 @@ export const SERVER_SETTING_KEYS = [
   "latencyBudgetMs",
   "minProbability",
   "tokenHealing",
+  "completionCandidates",
   "cacheBudgetMb",
   "cacheDir",
   "cacheDirMaxMb",

@@ -27,6 +27,7 @@ M.SERVER_SETTING_KEYS = {
   'latencyBudgetMs',
   'minProbability',
   'tokenHealing',
+  'completionCandidates',
   'cacheBudgetMb',
   'cacheDir',
   'cacheDirMaxMb',
