@@ -59,6 +59,7 @@ class LatencyConfig:
     seed: int = 0
     timeout_s: float = 300.0
     settings: tuple[tuple[str, object], ...] = ()  # more server settings (--setting NAME=JSON)
+    invoke_jumps: bool = False  # the first request at each target (and cold ones): Invoked
 
     def init_options(self) -> dict:
         opts: dict = {"maxTokens": self.max_tokens, "device": self.device, "logLevel": "info"}
@@ -161,7 +162,7 @@ async def typing_session(cfg: LatencyConfig, text: str, uri: str, tokenizer, log
             if typed >= cfg.keystrokes:
                 break
             col = len(tg.indent)
-            reply, task = c.request(uri, tg.line, col, cfg.request)
+            reply, task = c.request(uri, tg.line, col, cfg.request, invoked=cfg.invoke_jumps)
             await task  # a jump: the user waits for the first suggestion at the new place
             records.append(("cold" if n == 0 else "jump", reply))
             pending: tuple[Reply, asyncio.Task] | None = None
@@ -197,7 +198,7 @@ async def cold_session(cfg: LatencyConfig, text: str, uri: str, tokenizer) -> tu
     lines = blank_targets(text, [tg])
     async with BenchClient(cfg.init_options(), threads=cfg.threads, timeout_s=cfg.timeout_s) as c:
         c.open(uri, "\n".join(lines) + "\n")
-        reply, task = c.request(uri, tg.line, len(tg.indent), cfg.request)
+        reply, task = c.request(uri, tg.line, len(tg.indent), cfg.request, invoked=cfg.invoke_jumps)
         await task
         server_lines = await c.job_timings()
         start_ms = c.start_ms
@@ -258,6 +259,13 @@ def summarize(cfg: LatencyConfig, session: dict, colds: list[tuple[Record, float
             "out_of_time_share": round(sum(s["out_of_time"] for s in warm_engine) / len(warm_engine), 3)
             if warm_engine else None,
         },
+        # the first request at each target: with --invoke-jumps the user asked, and the
+        # single-line job ranked `candidates` lines in `rerank_ms` (the last job of the request)
+        "server_side_jump": {
+            "job_ms": percentiles(r.server["total_ms"] for r in by["jump"] if r.server),
+            "rerank_ms": percentiles(r.server.get("rerank_ms", 0.0) for r in by["jump"] if r.server),
+            "candidates": percentiles(r.server.get("candidates", 0) for r in by["jump"] if r.server),
+        },
         "server_status": {k: status.get(k) for k in (
             "requests_served", "requests_cancelled", "requests_superseded",
             "stale_results_dropped", "errors", "completion_latency_ms", "cache", "model")},
@@ -300,6 +308,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="textDocument/inlineCompletion (default) or textDocument/completion")
     g.add_argument("--budget-ms", type=float, default=0.0,
                    help="the server's latencyBudgetMs setting (default 0: no budget)")
+    g.add_argument("--invoke-jumps", action="store_true",
+                   help="send the first request at each target line (and the cold ones) as the user "
+                        "asking (trigger kind Invoked: both lengths, and the single line reranked "
+                        "among completionCandidates lines); typing requests stay automatic")
     g.add_argument("--setting", type=_setting, action="append", default=[], metavar="NAME=JSON",
                    help="another server setting, e.g. nameDiagnostics=false (repeatable)")
 
@@ -321,7 +333,7 @@ def config_from_args(args: argparse.Namespace) -> LatencyConfig:
         cold_runs=args.cold_runs, min_gap_ms=args.gap_ms[0], max_gap_ms=args.gap_ms[1],
         max_tokens=args.max_tokens, block_size=args.block_size, threshold=args.threshold,
         request=args.request, budget_ms=args.budget_ms, device=args.device, threads=args.threads, seed=args.seed,
-        settings=tuple(args.setting),
+        settings=tuple(args.setting), invoke_jumps=args.invoke_jumps,
     )
 
 

@@ -141,9 +141,11 @@ class BenchClient:
         """$/cancelRequest, as an editor sends it for a completion it no longer needs."""
         self.client.protocol.notify(t.CANCEL_REQUEST, t.CancelParams(id=reply.rid))
 
-    def request(self, uri: str, line: int, character: int, kind: str = "inline"
-                ) -> tuple[Reply, asyncio.Task]:
-        """Send a completion request now; the task resolves the Reply when the answer arrives."""
+    def request(self, uri: str, line: int, character: int, kind: str = "inline",
+                invoked: bool = False) -> tuple[Reply, asyncio.Task]:
+        """Send a completion request now; the task resolves the Reply when the answer arrives.
+        `invoked`: the user asked (trigger kind Invoked: Ctrl-Space, "trigger inline
+        suggestion"), which the server answers with both lengths and reranked lines."""
         self._n += 1
         rid = f"bench-{self._n}"
         doc = t.TextDocumentIdentifier(uri=uri)
@@ -152,10 +154,12 @@ class BenchClient:
             method = t.TEXT_DOCUMENT_INLINE_COMPLETION
             params = t.InlineCompletionParams(
                 text_document=doc, position=pos,
-                context=t.InlineCompletionContext(trigger_kind=t.InlineCompletionTriggerKind.Automatic))
+                context=t.InlineCompletionContext(trigger_kind=t.InlineCompletionTriggerKind.Invoked
+                                                  if invoked else t.InlineCompletionTriggerKind.Automatic))
         elif kind == "completion":
             method = t.TEXT_DOCUMENT_COMPLETION
-            params = t.CompletionParams(text_document=doc, position=pos)
+            params = t.CompletionParams(text_document=doc, position=pos, context=t.CompletionContext(
+                trigger_kind=t.CompletionTriggerKind.Invoked) if invoked else None)
         else:
             raise ValueError(f"request kind must be 'inline' or 'completion', got {kind!r}")
         reply = Reply(rid, time.perf_counter())

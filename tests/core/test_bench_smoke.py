@@ -69,6 +69,17 @@ def test_latency_budget_reaches_the_server(models, tmp_path):
         assert warm["server_ms"][q] >= warm["job_ms"][q] >= warm["engine_ms"][q] > 0
 
 
+def test_latency_of_invoked_jumps_includes_the_reranking(tmp_path):
+    joint = make_tiny_model_dir(tmp_path / "joint", kind="joint")
+    r = _bench("latency", tmp_path, "--model", str(joint), "--cold-runs", "0", "--invoke-jumps",
+               "--setting", "completionCandidates=3")
+    assert r["config"]["invoke_jumps"] is True
+    jump = r["server_side_jump"]
+    # each jump's last job is the single-line one, reranked among the greedy line and 3 more
+    assert jump["candidates"]["n"] >= 1 and 1 <= jump["candidates"]["min"] <= jump["candidates"]["max"] <= 4
+    assert jump["rerank_ms"]["min"] > 0
+
+
 def test_training_curve_plot(tmp_path):
     from dlsp_benchmarks.training_curve import HERE, main
 
