@@ -16,6 +16,7 @@ from lsp_server.positions import UTF32, LineIndex
 from lsp_server.settings import Settings
 
 MIN_PROBABILITY = Settings().min_probability
+CANDIDATES = Settings().completion_candidates
 LINES_NOTE = "lines are 1-based (--line 12 is the 12th line); --character is 0-based, in code points"
 
 
@@ -54,12 +55,12 @@ def add_complete_arguments(p: argparse.ArgumentParser) -> None:
                         "autoregressive ones, the confidence-threshold sampler for diffusion ones")
     p.add_argument("--mode", choices=["auto", "single", "multi"], default="auto",
                    help="single line, multi line, or chosen from the cursor context (default)")
-    p.add_argument("--candidates", type=int, default=0, metavar="K",
+    p.add_argument("--candidates", type=int, default=CANDIDATES, metavar="K",
                    help="single-line completions of joint and AR models: rank the greedy line and K "
                         "more (continuations of the line's likely first words) by the code after the "
                         "cursor, print the best and list the others on stderr (--json: "
-                        "\"alternatives\"); what the server does for explicit requests "
-                        "(completionCandidates); default 0: the greedy line")
+                        "\"alternatives\"), as the server answers an explicit request (default "
+                        f"{CANDIDATES}, the server's completionCandidates; 0: the greedy line)")
 
 
 def add_repair_arguments(p: argparse.ArgumentParser) -> None:

@@ -133,5 +133,9 @@ def test_complete_with_candidates_ranks_the_line_and_lists_the_others(tmp_path):
     text = cli(*args, "--candidates", "3")
     assert text.returncode == 0 and text.stdout.rstrip("\n") == out["text"]
     assert text.stderr.count("diffusion-lsp: also: ") == len(out["alternatives"])
+    # by default as the server answers an explicit request; 0: the greedy line alone
+    assert json.loads(cli(*args, "--json").stdout)["timings"]["candidates"] >= 2
+    greedy = json.loads(cli(*args, "--candidates", "0", "--json").stdout)
+    assert greedy["timings"]["candidates"] == 0 and greedy["alternatives"] == []
     bad = cli(*args, "--candidates", "-1")
     assert bad.returncode == 2 and "--candidates" in bad.stderr
