@@ -6,11 +6,11 @@ follows (a new `def` at column 0 just before an indented body, a `return` where 
 goes on using a loop variable). Reranking a few whole-line candidates by how well the code
 after them follows fixes part of that. Candidates: the greedy line, and one greedy
 continuation for each of the `k` most likely starts of the line (batched: one forward per
-token for all of them). A start is the first token, or, when that token is only
-whitespace (an indentation, or the healed line break), that token and the next one: a
-line's first word is what tells candidates apart, and first tokens alone spend the
-branches on indentation variants of one line. Score of a candidate c, both under the
-same network's causal path:
+token for all of them). A start is the first token, or, when that token writes no word
+yet (only whitespace, or only a piece of the healed line break and indentation), that
+token and the next one: a line's first word is what tells candidates apart, and first
+tokens alone spend the branches on indentation variants of one line. Score of a
+candidate c, both under the same network's causal path:
 
     log p(c | infill context)  +  log p(c + suffix head | <suf> <pre> prefix)
 
