@@ -55,7 +55,6 @@ class Timings:
     candidates: int = 0  # lines ranked for a reranked single-line completion (0: greedy)
     rerank_ms: float = 0.0
 
-
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)
         for k in ("total_ms", "engine_ms", "encode_ms", "rerank_ms"):
