@@ -201,7 +201,7 @@ def causal_sequence_scores(
     text after the variable part, lets right context vote: comparable within one call).
     The prompt is encoded once (causal mask) into a cache that every variant reads, or
     `encoded` is that encoding already (`encode_causal(model, prompt)`); variants go
-    through in batches, padded at the end (causal rows never see padding).
+    through `batch` at a time, packed into one row (below).
     `cancel`: checked before every forward pass (raises `sampler.Cancelled`)."""
     if not model.cfg.has_causal_path:
         raise ValueError("causal scores need a model with a causal path (kind ar or joint)")
