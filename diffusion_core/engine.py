@@ -276,6 +276,7 @@ class Engine:
         self, prefix: str, suffix: str, greedy_line: str, *, k: int, max_tokens: int,
         inserts_line_break: bool = False, cancel: CancelFn | None = None,
         sampler: SamplerConfig | None = None, after: InfillOutput | None = None,
+        context_ids: list[int] | None = None,
     ) -> list[Candidate]:
         """Candidate lines at the cursor, best first (`diffusion_core.rerank`): `greedy_line`
         (what `infill` wrote, up to its line break) and `k` branches from the most likely
@@ -284,12 +285,13 @@ class Engine:
         before the suffix, as HumanEval's holes); else the suffix follows the line directly.
         `after`: the `infill` of this hole with this sampler; the context cache it left is
         reused (when its ids start the context, as they do), so the context is not encoded
-        again."""
+        again. `context_ids`: `infill_context(prefix, suffix, sampler=sampler)` if the
+        caller already has it (as `infill` takes it), so the prefix is not tokenized again."""
         if not self.model.cfg.has_causal_path:
             raise ValueError("reranking needs a model with a causal path (kind ar or joint)")
         healed = self.healing(prefix, sampler)
         plain, tail = self.rank_context(healed.prefix, ("\n" if inserts_line_break else "") + suffix)
-        ids = self.infill_context(prefix, suffix, sampler=sampler)
+        ids = context_ids if context_ids is not None else self.infill_context(prefix, suffix, sampler=sampler)
         cache = None
         if after is not None and after.context_ids == ids[: len(after.context_ids)] \
                 and after.context_cache.length <= len(after.context_ids):

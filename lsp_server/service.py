@@ -229,8 +229,8 @@ class Service:
                 and not out_of_time:
             t1 = time.perf_counter()
             try:
-                ranked, n_ranked = self._rerank(prefix, suffix, out, text, offset, rerank, sc,
-                                                cancel, t0)
+                ranked, n_ranked = self._rerank(prefix, suffix, ids, out, text, offset, rerank,
+                                                sc, cancel, t0)
             except Cancelled:
                 if cancel is not None and cancel():
                     raise
@@ -248,7 +248,7 @@ class Service:
             alternatives = ()
         return Completion(best, mode, out.text, timings, alternatives)
 
-    def _rerank(self, prefix, suffix, out, text, offset, k, sc, cancel, t0
+    def _rerank(self, prefix, suffix, ids, out, text, offset, k, sc, cancel, t0
                 ) -> tuple[tuple[str, ...], int]:
         """(the reranked lines as shown at `offset`: trimmed, distinct, non-empty, best
         first; how many lines were ranked)."""
@@ -260,7 +260,7 @@ class Service:
 
         cands = self.engine.rerank_line(
             prefix, suffix, out.text, k=k, max_tokens=RERANK_MAX_TOKENS, cancel=stop,
-            sampler=sc, after=out,
+            sampler=sc, after=out, context_ids=ids,
         )
         lines = (jobs.trim_completion(c.text, jobs.SINGLE, text, offset) for c in cands)
         return tuple(t for t in dict.fromkeys(lines) if t.strip()), len(cands)

@@ -14,19 +14,18 @@ from lsp_server.settings import Settings
 
 
 def fake_jobs(monkeypatch, answers: dict, alternatives: dict | None = None):
-    calls = []
+    """Fake completion jobs; returns what they were asked: `calls` (modes), `reranks`."""
+    got = SimpleNamespace(calls=[], reranks=[])
 
     async def complete(ls, uri, pos, what, mode=None, rerank=0):
-        calls.append(mode)
-        reranks.append(rerank)
+        got.calls.append(mode)
+        got.reranks.append(rerank)
         alts = tuple((alternatives or {}).get(mode, ())) if rerank else ()
         res = Completion(answers[mode], mode or jobs.SINGLE, answers[mode], Timings(1.0, 1.0, 1), alts)
         return SimpleNamespace(version=1), 7, res
 
-    reranks: list[int] = []
     monkeypatch.setattr(completion, "complete", complete)
-    calls_and_reranks = SimpleNamespace(calls=calls, reranks=reranks)
-    return calls_and_reranks
+    return got
 
 
 def run(invoked: bool, candidates: int = 6):
