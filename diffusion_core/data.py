@@ -212,6 +212,11 @@ class DataConfig:
     # copies (-1: all of them, as `context_loss` does for the diffusion kind).
     ar_weight: float = 1.0
     diffusion_weight: float = 1.0
+    # kind="joint": how much more a next-token row of the middle (the <mid> row through
+    # the one that predicts <eoi>) weighs than a context row, the next-token loss keeping
+    # its total weight. 1: every row alike, as FIM AR training does; more puts the loss
+    # where infilling is decided (predicting a hole from the prefix *and* the suffix).
+    middle_weight: float = 1.0
     noisy_context_tokens: int = 96
 
 
@@ -385,7 +390,12 @@ class ExampleBuilder:
         targets[t_all:] = torch.where(masked, seq[noisy_index], torch.full((n,), -100))
         # Each loss a mean over its own tokens once the sum is divided by `region` = n.
         w = torch.zeros(t_all + n)
-        w[:n_ar] = cfg.ar_weight * n / n_ar
+        if cfg.middle_weight == 1.0:
+            w[:n_ar] = cfg.ar_weight * n / n_ar
+        else:  # rows n_ctx-1 .. n_ar-1 predict the middle and its <eoi>
+            r = torch.ones(n_ar)  # (n_ar,) relative weight of each next-token row
+            r[n_ctx - 1 :] = cfg.middle_weight
+            w[:n_ar] = cfg.ar_weight * n * r / r.sum()
         w[t_all:] = torch.where(masked, cfg.diffusion_weight * loss_weight(t_tok), torch.zeros(n))
         ar_rows = torch.zeros(t_all + n, dtype=torch.bool)
         ar_rows[:n_ar] = True

@@ -81,6 +81,9 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
                         f"token edits (default {d.p_syntax_edit})")
     p.add_argument("--ar-weight", type=float, default=d.ar_weight,
                    help=f"joint: weight of the next-token loss (default {d.ar_weight})")
+    p.add_argument("--middle-weight", type=float, default=d.middle_weight, metavar="X",
+                   help="joint: a next-token row of the infill middle weighs X context rows, "
+                        f"the next-token loss keeping its total (default {d.middle_weight})")
     p.add_argument("--diffusion-weight", type=float, default=d.diffusion_weight,
                    help=f"joint: weight of the block-diffusion loss (default {d.diffusion_weight})")
     p.add_argument("--noisy-context-tokens", type=int, default=d.noisy_context_tokens, metavar="N",
@@ -173,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
             max_prefix=args.max_prefix, max_suffix=args.max_suffix, block_sizes=args.block_sizes,
             package_cap=args.package_cap, ar_weight=args.ar_weight, p_syntax_edit=args.syntax_edits,
             diffusion_weight=args.diffusion_weight, noisy_context_tokens=args.noisy_context_tokens,
+            middle_weight=args.middle_weight,
             mix=tuple((str(Path(d).resolve()), share) for d, share in args.mix),
         ),
         micro_batch=args.micro_batch, optimizer=args.optimizer,

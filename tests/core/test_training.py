@@ -1,6 +1,7 @@
 """Training: the loss goes down, and a resumed run continues bit for bit."""
 
 import json
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -177,6 +178,24 @@ def test_joint_examples_train_both_paths_without_leaks(data_dir, tok):
     s1 = b.batch(0, 0, 4, 1)
     noisy = (s1.targets != -100) & ~s1.ar_rows
     assert bool((s1.ids[noisy] == tok.special.mask).all())  # stage 1: loss at masked rows only
+
+
+def test_middle_weight_moves_the_next_token_loss_onto_the_middle(data_dir, tok):
+    """`middle_weight` m: a middle row (from <mid> to the row predicting <eoi>) weighs m
+    context rows; the next-token loss keeps its total, the noisy rows are untouched."""
+    corpus = load_corpus(sorted(data_dir.glob("*.py")), 0.0, "train")
+    cfg = DataConfig(max_prefix=48, max_suffix=16, max_middle=16, ar_weight=2.0)
+    plain = ExampleBuilder(corpus, tok, cfg, "joint", 0).examples(5, 0, 6, 1)
+    heavy = ExampleBuilder(corpus, tok, replace(cfg, middle_weight=4.0), "joint", 0).examples(5, 0, 6, 1)
+    for a, b in zip(plain, heavy, strict=True):
+        assert torch.equal(a.ids, b.ids) and torch.equal(a.targets, b.targets)
+        rows = torch.nonzero(b.ar_rows).flatten()
+        mid = int(torch.nonzero(b.ids == tok.special.mid).flatten()[0])  # the <mid> row
+        assert torch.allclose(b.weights[rows].sum(), a.weights[rows].sum())
+        assert torch.allclose(a.weights[rows], a.weights[rows[0]].expand(rows.numel()))
+        ctx, middle = b.weights[rows[rows < mid]], b.weights[rows[rows >= mid]]
+        assert middle.numel() >= 2 and torch.allclose(middle, 4.0 * ctx[0].expand(middle.numel()))
+        assert torch.equal(a.weights[~a.ar_rows], b.weights[~b.ar_rows])
 
 
 def test_joint_training_lowers_both_losses_and_exports(data_dir, tmp_path):
