@@ -105,3 +105,16 @@ def test_dev_holes_come_from_documented_function_bodies():
     assert len(found) == 1  # g has no docstring, h has no body, the second file does not parse
     before, lines, body = found[0]
     assert lines[0].startswith("def f_1") and lines[body].strip() == "out = []" and before == ""
+
+
+def test_a_run_over_more_tasks_reports_the_quoted_subset_and_the_rest_apart():
+    """`split_rates`: the reported subset (the README's 200) and the other tasks, where
+    checkpoints are chosen, each with its own rate; None unless the run holds the whole
+    subset and more."""
+    tasks = [humaneval.InfillTask(f"T/{i}", "f", "", "", "", "") for i in range(10)]
+    ok = [i % 3 == 0 for i in range(10)]  # T/0, T/3, T/6, T/9 pass
+    split = humaneval.split_rates(tasks, ok, {"T/0", "T/1", "T/3"})
+    assert split == {"reported": {"tasks": 3, "passed": 2, "pass@1": 2 / 3},
+                     "rest": {"tasks": 7, "passed": 2, "pass@1": 2 / 7}}
+    assert humaneval.split_rates(tasks, ok, {"T/0", "T/42"}) is None  # misses part of the subset
+    assert humaneval.split_rates(tasks[:2], ok[:2], {"T/0", "T/1"}) is None  # the subset itself
