@@ -123,6 +123,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default 0: one on CPU, which pads nothing, the whole batch on GPU)")
     _add_data_arguments(p)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    p.add_argument("--snapshot-every", type=int, default=0, metavar="N",
+                   help="every N steps also write the weights as a model directory RUN/snapshots/stepN "
+                        "(to evaluate a run's checkpoints and ship the best on a dev split; default 0: "
+                        "only RUN/model at the end)")
     p.add_argument("--max-minutes", type=float, help="stop (after a checkpoint) after this many minutes; rerun to resume")
     p.add_argument("--exclude", action="append", default=[],
                    help="never read training data under this directory (../shared/eval always excluded)")
@@ -172,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
         steps=v["steps"], batch_size=v["batch_size"], lr=v["lr"], warmup=v["warmup"], seed=args.seed,
         stage2_fraction=args.stage2_fraction, tokenizer=args.tokenizer, forbidden=forbidden,
         checkpoint_seconds=args.checkpoint_minutes * 60, init_from=args.init_from,
+        snapshot_every=args.snapshot_every,
         data=DataConfig(
             max_prefix=args.max_prefix, max_suffix=args.max_suffix, block_sizes=args.block_sizes,
             package_cap=args.package_cap, ar_weight=args.ar_weight, p_syntax_edit=args.syntax_edits,

@@ -38,6 +38,23 @@ def test_training_lowers_the_loss(data_dir, tmp_path):
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
 
 
+def test_snapshots_are_model_directories_of_the_run_so_far(data_dir, tmp_path):
+    """`snapshot_every` N: a loadable model directory every N steps, with the record of the
+    run up to it; the final weights still go to model/ only."""
+    from diffusion_core.checkpoint import load_model_dir
+
+    train(_cfg(data_dir, tmp_path / "run", 10, snapshot_every=4, kind="joint"), progress=False,
+          log=lambda m: None)
+    snaps = tmp_path / "run" / "snapshots"
+    assert sorted(p.name for p in snaps.iterdir()) == ["step4", "step8"]
+    rec = json.loads((snaps / "step4" / "training.json").read_text())
+    assert rec["steps"] == 4 and rec["planned_steps"] == 10
+    assert load_model_dir(snaps / "step8").model.cfg.kind == "joint"
+    assert json.loads((tmp_path / "run" / "model" / "training.json").read_text())["steps"] == 10
+    with pytest.raises(ValueError, match="snapshot_every"):
+        _cfg(data_dir, tmp_path / "bad", 10, snapshot_every=-1)
+
+
 def test_resume_is_bit_for_bit(data_dir, tmp_path):
     full = tmp_path / "full"
     train(_cfg(data_dir, full, 12), progress=False, log=lambda m: None)
