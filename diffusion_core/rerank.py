@@ -31,11 +31,13 @@ from dataclasses import dataclass
 import torch
 
 from diffusion_core.kv_cache import KVCache
+from diffusion_core.masks import causal_mask
 from diffusion_core.sampler import CancelFn, _check
 from diffusion_core.scoring import Encoded, _expand, causal_sequence_scores, encode_causal
 
 TOP_FIRST = 64  # first tokens looked at for the starts
-OPEN_EXPANDED = 3  # open first tokens (no word yet) whose next token is looked at too
+OPEN_EXPANDED = 3  # open starts (no word yet) whose next token is looked at, per token
+OPEN_DEPTH = 3  # tokens an open start is followed to, at most
 
 
 @dataclass(frozen=True)
@@ -120,10 +122,12 @@ def line_starts(
     Among the `TOP_FIRST` most likely first tokens that agree with `removed` (the healed
     piece; any token if empty): one that writes a word after it (or ends the line) is a
     start by itself; one that is still open (only whitespace after the piece, or a piece of
-    it: a line break and 15 spaces before " found" when the cursor is 16 spaces in), of the
-    `OPEN_EXPANDED` most likely such, is followed by each of its likely next tokens (one
-    batched forward over the context's cache) that complete the piece and write a word,
-    scored by the two tokens' joint log-probability. Starts whose text is the same are one."""
+    it: a line break and 15 spaces before " found" when the cursor is 16 spaces in) is
+    followed, the `OPEN_EXPANDED` most likely open ones at a time (one batched forward over
+    the context's cache per token), by its likely next tokens, up to `OPEN_DEPTH` tokens in
+    all: those that complete the piece and write a word are starts, scored by the tokens'
+    joint log-probability, and those still open are followed again (a healed blank line,
+    "\n    \n", is often spelt in three tokens). Starts whose text is the same are one."""
     if k <= 0:
         return []
     lp = enc.next_log_probs.clone()  # (V,)
@@ -131,34 +135,42 @@ def line_starts(
         lp[list(exclude)] = float("-inf")
     vals, idx = lp.topk(min(TOP_FIRST, lp.shape[-1]))
     pool: list[tuple[float, list[int]]] = []
-    open_: list[tuple[float, int]] = []
+    open_: list[tuple[float, list[int]]] = []
     for v, t in zip(vals.tolist(), idx.tolist(), strict=True):
-        text = decode([t])
         if v == float("-inf"):
             continue
-        if text.startswith(removed):
-            rest = text[len(removed):]
-            if rest.strip() or "\n" in rest:
-                pool.append((v, [t]))
-            else:
-                open_.append((v, t))
-        elif text and removed.startswith(text):  # a piece of the healed text: more to come
-            open_.append((v, t))
-    open_ = open_[:OPEN_EXPANDED]
-    if open_:
+        kind = _start_kind(decode([t]), removed, first=True)
+        if kind == "start":
+            pool.append((v, [t]))
+        elif kind == "open":
+            open_.append((v, [t]))
+    device = next(model.parameters()).device
+    for _ in range(OPEN_DEPTH - 1):
+        open_ = sorted(open_, key=lambda o: -o[0])[:OPEN_EXPANDED]
+        if not open_:
+            break
         _check(cancel)
-        device = next(model.parameters()).device
-        x = torch.tensor([[t] for _, t in open_], device=device)  # (M, 1)
-        pos = torch.full((len(open_), 1), enc.cache.length, device=device)  # (M, 1)
-        nxt = torch.log_softmax(model(x, pos, None, _expand(enc.cache, len(open_))).logits[:, -1].float(), -1)
+        m, n, s = len(open_), len(open_[0][1]), enc.cache.length
+        x = torch.tensor([ids for _, ids in open_], device=device)  # (M, n)
+        pos = torch.arange(s, s + n, device=device)[None].expand(m, -1)  # (M, n)
+        mask = torch.ones(n, s + n, dtype=torch.bool, device=device)  # (n, S+n)
+        mask[:, s:] = causal_mask(n, device)
+        logits = model(x, pos, mask, _expand(enc.cache, m)).logits[:, -1].float()  # (M, V)
+        nxt = torch.log_softmax(logits, -1)
         if exclude:
             nxt[:, list(exclude)] = float("-inf")
         v2, i2 = nxt.topk(min(TOP_FIRST, nxt.shape[-1]), dim=-1)  # (M, TOP_FIRST)
-        for (v, t), vs, ts in zip(open_, v2.tolist(), i2.tolist(), strict=True):
+        deeper: list[tuple[float, list[int]]] = []
+        for (v, ids), vs, ts in zip(open_, v2.tolist(), i2.tolist(), strict=True):
             for w, u in zip(vs, ts, strict=True):
-                both = decode([t, u])
-                if w > float("-inf") and both.startswith(removed) and both[len(removed):].strip():
-                    pool.append((v + w, [t, u]))
+                if w == float("-inf"):
+                    continue
+                kind = _start_kind(decode([*ids, u]), removed, first=False)
+                if kind == "start":
+                    pool.append((v + w, [*ids, u]))
+                elif kind == "open":
+                    deeper.append((v + w, [*ids, u]))
+        open_ = deeper
     pool.sort(key=lambda p: -p[0])
     seen: set[str] = set()
     starts = []
@@ -170,6 +182,19 @@ def line_starts(
         if len(starts) == k:
             break
     return starts
+
+
+def _start_kind(text: str, removed: str, *, first: bool) -> str | None:
+    """What the tokens spelling `text` are as the start of the line after the healed piece
+    `removed`: "start" (they write a word after it; a first token that ends the line, an
+    empty line, counts too), "open" (nothing written after it yet but whitespace, or a
+    piece of it), or None (they disagree with it)."""
+    if text.startswith(removed):
+        rest = text[len(removed):]
+        if rest.strip() or (first and "\n" in rest):
+            return "start"
+        return "open" if "\n" not in rest else None
+    return "open" if text and removed.startswith(text) else None
 
 
 def rerank_lines(

@@ -134,6 +134,13 @@ def test_a_first_token_that_is_a_piece_of_the_healed_text_is_followed_too(tok, j
     assert texts == ["     b", "     a"]
 
 
+def test_an_open_start_is_followed_for_more_than_one_token(tok, joint):
+    # the healed piece is a line break and an indentation that this vocabulary spells in two
+    # tokens ("\n", "    "): nothing is written after them yet, so the word comes third
+    table = {"<start>": {"\n": 0.0, "a": -3.0}, "\n": {"    ": 0.0, "a": -4.0}, "    ": {"b": 0.0, "a": -1.0}}
+    assert _starts(tok, joint, table, removed="\n    ", k=2) == ["\n    b", "\n    a"]
+
+
 def test_candidates_are_scored_by_infill_and_suffix_and_sorted(tok, joint):
     prefix = tok.encode("def f(values):\n    out = []\n    for v in values:")
     context = [tok.special.suf, *tok.encode("\n    return out\n"), tok.special.pre, *prefix, tok.special.mid]
