@@ -29,6 +29,7 @@ from diffusion_core.data import is_heldout, list_source_files
 from diffusion_core.engine import Engine
 from diffusion_core.policy import Fallback
 from diffusion_core.sampler import StopRule
+from diffusion_core.scoring import causal_sequence_scores
 from dlsp_benchmarks import humaneval
 from dlsp_benchmarks.check_quality import check_scores, neighbourhoods
 from lsp_server.settings import Settings
@@ -93,6 +94,26 @@ def complete_line(engine: Engine, prefix: str, suffix: str, single: bool,
     return text, len(out.tokens), out.total_ms, out.stats.steps
 
 
+def reference_nll(engine: Engine, task: humaneval.InfillTask) -> tuple[float, int]:
+    """(-log p, tokens) of a hole's reference answer: the canonical middle and `<eoi>`,
+    after the (token-healed) infill context, under the causal path, as the greedy infill
+    reads it (the healed-away piece is spelt out first, as the decoder must). Pass@1 is a
+    count of a few dozen holes; this is the same holes seen smoothly (every hole adds to
+    it, right or wrong), for telling checkpoints apart (Schaeffer et al. 2023 on
+    continuous metrics)."""
+    healed = engine.healing(task.prompt)
+    ids = engine.infill_context(task.prompt, task.suffix)
+    ref = engine.tokenizer.encode(healed.removed + task.canonical_solution)
+    (lp,) = causal_sequence_scores(engine.model, ids, [ref], [engine.special.eoi])
+    return -lp, len(ref) + 1
+
+
+def nll_summary(scores: list[tuple[float, int]]) -> dict:
+    """Mean -log p per hole and per token (nats) of `reference_nll` scores."""
+    nats, toks = sum(s for s, _ in scores), sum(n for _, n in scores)
+    return {"holes": len(scores), "per_hole": nats / max(1, len(scores)), "per_token": nats / max(1, toks)}
+
+
 def humaneval_scores(engine: Engine, kind: str, limit: int, log, rerank: int = 0) -> dict:
     tasks = humaneval.load_tasks(kind, limit)
     comps, toks, ms, steps = [], 0, 0.0, 0
@@ -108,7 +129,17 @@ def humaneval_scores(engine: Engine, kind: str, limit: int, log, rerank: int = 0
     if len(tasks) > humaneval.REPORTED:
         reported = {t.task_id for t in humaneval.load_tasks(kind, humaneval.REPORTED)}
         split = humaneval.split_rates(tasks, ok, reported)
+    ref = None
+    if kind == "single_line" and engine.model.cfg.has_causal_path:
+        nll = [reference_nll(engine, t) for t in tasks]
+        ref = nll_summary(nll)
+        if split:
+            for name, inside in (("reported", True), ("rest", False)):
+                split[name]["reference_nll"] = nll_summary(
+                    [x for t, x in zip(tasks, nll, strict=True) if (t.task_id in reported) == inside])
     return {"tasks": len(tasks), "pass@1": rate, "exact_match": exact / len(tasks),
+            # -log p of the canonical answers (causal models): the same holes, smoothly
+            **({"reference_nll": ref} if ref else {}),
             # the quoted 200 and the other tasks (where checkpoints are chosen) apart
             **({"split": split} if split else {}),
             # which tasks passed: two runs (or a run and a subset of it) compare task by task
@@ -332,6 +363,10 @@ def evaluate(engine: Engine, args, texts: list[str], log, repair: bool) -> dict:
         if split := r["humaneval_single_line"].get("split"):
             log(f"  of which the reported {split['reported']['tasks']}: {split['reported']['pass@1']:.3f}, "
                 f"the other {split['rest']['tasks']}: {split['rest']['pass@1']:.3f}")
+        if ref := r["humaneval_single_line"].get("reference_nll"):
+            rest = (split or {}).get("rest", {}).get("reference_nll")
+            log(f"  single-line reference NLL {ref['per_hole']:.3f} nats per hole"
+                + (f" (the other {rest['holes']}: {rest['per_hole']:.3f})" if rest else ""))
     if args.multi_line:
         r["humaneval_multi_line"] = humaneval_scores(engine, "multi_line", args.multi_line, log)
         log(f"  multi-line pass@1 {r['humaneval_multi_line']['pass@1']:.3f}")
@@ -379,6 +414,8 @@ def table(report: dict) -> str:
         ("HumanEval single-line exact match", ("humaneval_single_line", "exact_match")),
         ("HumanEval single-line pass@1, the reported 200", ("humaneval_single_line", "split", "reported", "pass@1")),
         ("HumanEval single-line pass@1, the other tasks (dev)", ("humaneval_single_line", "split", "rest", "pass@1")),
+        ("HumanEval single-line reference NLL per hole (nats)", ("humaneval_single_line", "reference_nll", "per_hole")),
+        ("  the same, the other tasks (dev)", ("humaneval_single_line", "split", "rest", "reference_nll", "per_hole")),
         ("HumanEval multi-line pass@1", ("humaneval_multi_line", "pass@1")),
         ("dev: documented-function line exact (held-out)", ("dev_lines", "exact_match")),
         ("held-out next-line exact match", ("next_line", "exact_match")),
@@ -409,7 +446,7 @@ def table(report: dict) -> str:
                 v = v.get(k) if isinstance(v, dict) else None
             if v is None:
                 cells.append("n/a")
-            elif key in ("tok_per_s", "tokens_per_step", "findings_per_1000_clean_lines"):
+            elif key in ("tok_per_s", "tokens_per_step", "findings_per_1000_clean_lines", "per_hole"):
                 cells.append(f"{v:.1f}" if key == "tok_per_s" else f"{v:.2f}")
             else:
                 cells.append(f"{100 * v:.1f}%")

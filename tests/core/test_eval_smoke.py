@@ -118,3 +118,31 @@ def test_a_run_over_more_tasks_reports_the_quoted_subset_and_the_rest_apart():
                      "rest": {"tasks": 7, "passed": 2, "pass@1": 2 / 7}}
     assert humaneval.split_rates(tasks, ok, {"T/0", "T/42"}) is None  # misses part of the subset
     assert humaneval.split_rates(tasks[:2], ok[:2], {"T/0", "T/1"}) is None  # the subset itself
+
+
+def test_reference_nll_is_the_causal_log_likelihood_of_the_canonical_answer(tmp_path):
+    """The smooth view of a HumanEval hole: -log p of healed piece + canonical line +
+    `<eoi>` after the infill context, checked against one plain causal forward pass over
+    the whole sequence."""
+    import torch
+
+    from diffusion_core.engine import Engine
+    from dlsp_benchmarks.quality import nll_summary, reference_nll
+
+    engine = Engine.from_path(make_tiny_model_dir(tmp_path / "m", kind="joint"))
+    task = humaneval.InfillTask("T/0", "f", 'def f(x):\n    """Double x."""\n    y = x\n',
+                                "    return y\n", "    y = 2 * y\n", "assert f(1) == 2\n")
+    nats, n = reference_nll(engine, task)
+    healed = engine.healing(task.prompt)
+    ctx = engine.infill_context(task.prompt, task.suffix)
+    answer = [*engine.tokenizer.encode(healed.removed + task.canonical_solution), engine.special.eoi]
+    seq = torch.tensor([ctx + answer])  # (1, T)
+    with torch.no_grad():
+        logits = engine.model(seq, torch.arange(seq.shape[1])[None], causal=True).logits.float()  # (1, T, V)
+    lp = torch.log_softmax(logits[0, len(ctx) - 1 : -1], -1)  # rows that predict the answer
+    expected = -lp.gather(-1, seq[0, len(ctx):, None]).sum().item()
+    assert n == len(answer) and abs(nats - expected) < 1e-3 * max(1.0, abs(expected))
+    other = humaneval.InfillTask(**{**task.__dict__, "canonical_solution": "    y = y + y\n"})
+    summary = nll_summary([(nats, n), reference_nll(engine, other)])
+    assert summary["holes"] == 2
+    assert summary["per_hole"] == pytest.approx((nats + reference_nll(engine, other)[0]) / 2)
