@@ -19,6 +19,7 @@ examples:
   diffusion-lsp repair examples/demo.py --start-line 16 --end-line 18
   diffusion-lsp check src/ --format sarif > results.sarif
   diffusion-lsp train /usr/lib/python3.11 --out runs/mymodel
+  diffusion-lsp average runs/mymodel/snapshots/step2000 runs/mymodel/model --out runs/mymodel/avg
   diffusion-lsp eval --model runs/mymodel/model
 """
 
@@ -29,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "repair": ("lsp_server.cmd_jobs", "propose a repair of a line range of a file and print it"),
     "check": ("lsp_server.check.cli", "lint files with the repair model (text, json, sarif, github)"),
     "train": ("lsp_server.cmd_train", "train a model (joint, diffusion or autoregressive) from source dirs"),
+    "average": ("lsp_server.cmd_average", "average the weights of model directories of one network (a run's last snapshots)"),
 }
 
 # Subcommands other packages plug in: entry points of this group, each naming a module with
