@@ -37,7 +37,7 @@ from diffusion_core.scoring import Encoded, _expand, causal_sequence_scores, enc
 
 TOP_FIRST = 64  # first tokens looked at for the starts
 OPEN_EXPANDED = 3  # open starts (no word yet) whose next token is looked at, per token
-OPEN_DEPTH = 3  # tokens an open start is followed to, at most
+OPEN_DEPTH = 4  # tokens an open start is followed to, at most (a healed blank line, indentation, word)
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,8 @@ def line_starts(
     the context's cache per token), by its likely next tokens, up to `OPEN_DEPTH` tokens in
     all: those that complete the piece and write a word are starts, scored by the tokens'
     joint log-probability, and those still open are followed again (a healed blank line,
-    "\n    \n", is often spelt in three tokens). Starts whose text is the same are one."""
+    "\n    \n", and the line's indentation are often three tokens before the word). Starts
+    whose text is the same are one."""
     if k <= 0:
         return []
     lp = enc.next_log_probs.clone()  # (V,)
